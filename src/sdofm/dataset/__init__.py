@@ -1,0 +1,1 @@
+"""The ML-ready store: alignment, leak-free splits, train-only normalisation, loading."""

@@ -1,0 +1,47 @@
+"""Small I/O helpers shared by every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_output", "file_sha256"]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def atomic_output(out: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path to write ``out`` into; rename it to ``out`` on success.
+
+    A crash or kill leaves at most a ``*.partial`` sibling, never something named ``out`` that
+    Snakemake or a reader would take as complete. Works for files and directories (Zarr stores).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    _remove(tmp)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _remove(out)
+    tmp.rename(out)
+
+
+def file_sha256(path: str | Path, *, length: int = 16) -> str:
+    """Hex SHA-256 of a file (shortened), used to tie embeddings and results to a checkpoint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]

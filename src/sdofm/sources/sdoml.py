@@ -1,0 +1,190 @@
+"""Read, subset and write stores in the SDOML v2 layout (AIA, HMI and EVE)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import pandas as pd
+import zarr
+
+from sdofm import SdofmError
+from sdofm.io import atomic_output
+
+__all__ = [
+    "AIA_CHANNELS",
+    "COMPRESSOR",
+    "EVE_GROUP",
+    "HMI_COMPONENTS",
+    "eve_times",
+    "frame_times",
+    "open_store",
+    "pull_store",
+    "store_url",
+]
+
+AIA_CHANNELS = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
+HMI_COMPONENTS = ("Bx", "By", "Bz")
+EVE_GROUP = "MEGS-A"
+EVE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
+# SDOML v2 compresses with Blosc zstd level 5 and bit-shuffle.
+COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+
+
+def store_url(root: str, name: str) -> str:
+    """Join an fsspec folder URL (or local path) and a store name."""
+    return f"{root.rstrip('/')}/{name}"
+
+
+def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.Group:
+    """Open an SDOML v2 store read-only from any fsspec URL or local path."""
+    opts = storage_options or None
+    if "://" not in url or url.startswith("file://"):
+        opts = None  # local files take no storage options
+        path = url.removeprefix("file://")
+        if not Path(path).exists():
+            msg = f"no SDOML v2 store at {url}: the path does not exist"
+            raise SdofmError(msg)
+    try:
+        return zarr.open_group(url, mode="r", storage_options=opts)
+    except Exception as err:  # fsspec/zarr raise many types for a missing store
+        msg = f"cannot open SDOML v2 store at {url}: {type(err).__name__}: {err}"
+        raise SdofmError(msg) from None
+
+
+def _parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
+    """Parse AIA (`2011-01-01T00:00:07.84Z`) and HMI (`2011.01.01_00:00:00_TAI`) T_OBS strings."""
+    cleaned = []
+    for v in values:
+        s = str(v)
+        if s.endswith("_TAI"):
+            # HMI: TAI is 34 s ahead of UTC since 2009; SDOML keeps the TAI label.
+            # Alignment tolerance is minutes, so the offset is removed, not ignored.
+            date, time = s[:-4].split("_")
+            s = f"{date.replace('.', '-')}T{time}"
+            cleaned.append(pd.Timestamp(s) - pd.Timedelta(seconds=34))
+            continue
+        cleaned.append(pd.Timestamp(s.rstrip("Z")))
+    return pd.DatetimeIndex(cleaned)
+
+
+def frame_times(array: zarr.Array) -> pd.DatetimeIndex:
+    """Observation times of an AIA/HMI array, one per frame, from its `T_OBS` attrs list."""
+    tobs = array.attrs.get("T_OBS")
+    if tobs is None or len(tobs) != array.shape[0]:
+        msg = f"array {array.path} has {array.shape[0]} frames but T_OBS lists {len(tobs or [])}"
+        raise SdofmError(msg)
+    return _parse_tobs(tobs)
+
+
+def eve_times(group: zarr.Group) -> pd.DatetimeIndex:
+    """Times of the EVE MEGS-A group (`Time` strings, `%Y-%m-%d %H:%M:%S.%f`)."""
+    return pd.to_datetime(np.asarray(group["Time"][:]).tolist(), format=EVE_TIME_FORMAT)
+
+
+def _year_groups(store: zarr.Group, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    years = sorted(k for k in store.group_keys() if re.fullmatch(r"\d{4}", k))
+    return [y for y in years if start.year <= int(y) <= end.year]
+
+
+def _select(times: pd.DatetimeIndex, start, end, cadence: pd.Timedelta | None) -> np.ndarray:
+    """Indices of frames in [start, end), thinned to at most one per cadence bin."""
+    inside = np.flatnonzero((times >= start) & (times < end))
+    if cadence is None or len(inside) == 0:
+        return inside
+    bins = ((times[inside] - start) // cadence).to_numpy()
+    _, first = np.unique(bins, return_index=True)
+    return inside[first]
+
+
+def _copy_array(src: zarr.Array, dst_group: zarr.Group, name: str, idx: np.ndarray) -> None:
+    chunks = (min(15, max(len(idx), 1)), *src.shape[1:])
+    dst = dst_group.create_array(
+        name,
+        shape=(len(idx), *src.shape[1:]),
+        chunks=chunks,
+        dtype=src.dtype,
+        compressors=COMPRESSOR,
+    )
+    # Contiguous runs are read in one request each; a cloud store pays per request.
+    offset = 0
+    for block in np.array_split(idx, max(1, len(idx) // 64)):
+        dst[offset : offset + len(block)] = src.get_orthogonal_selection((block,))
+        offset += len(block)
+    attrs = {}
+    for key, value in src.attrs.asdict().items():
+        if isinstance(value, list) and len(value) == src.shape[0]:
+            attrs[key] = [value[i] for i in idx]
+        else:
+            attrs[key] = value
+    dst.attrs.update(attrs)
+
+
+def pull_store(
+    url: str,
+    out: str | Path,
+    *,
+    kind: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    names: Sequence[str],
+    cadence: pd.Timedelta | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, int]:
+    """Copy a time range and a set of channels of an SDOML v2 store to ``out``.
+
+    ``kind`` is ``"aia"``/``"hmi"`` (year groups of frame arrays, names are channels) or ``"eve"``
+    (the MEGS-A group, names are lines). The copy keeps the SDOML v2 layout and attrs. It is
+    written through `atomic_output`, so an interrupted pull leaves nothing that looks complete. Returns the number of frames copied per name.
+    """
+    src = open_store(url, storage_options)
+    with atomic_output(out) as tmp:
+        return _pull(src, url, tmp, kind, start, end, names, cadence)
+
+
+def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
+    dst = zarr.open_group(tmp, mode="w", zarr_format=2)
+    dst.attrs.update({**src.attrs.asdict(), "sdofm_source": url})
+    counts: dict[str, int] = {}
+    if kind == "eve":
+        if EVE_GROUP not in src:
+            msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
+            raise SdofmError(msg)
+        g = src[EVE_GROUP]
+        idx = _select(eve_times(g), start, end, cadence)
+        out_g = dst.require_group(EVE_GROUP)
+        for name in ("Time", *names):
+            if name not in g:
+                msg = (
+                    f"EVE line {name!r} is not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
+                )
+                raise SdofmError(msg)
+            values = g[name].get_orthogonal_selection((idx,)) if len(idx) else g[name][:0]
+            arr = out_g.create_array(
+                name,
+                shape=(len(idx),),
+                chunks=(max(len(idx), 1),),
+                dtype=str if name == "Time" else g[name].dtype,
+            )
+            if len(idx):
+                arr[:] = np.array(np.asarray(values).tolist(), dtype=str) if name == "Time" else values
+            counts[name] = len(idx)
+    else:
+        for year in _year_groups(src, start, end):
+            out_y = dst.require_group(year)
+            for name in names:
+                if name not in src[year]:
+                    continue  # channels differ between years; alignment records the gap
+                arr = src[year][name]
+                idx = _select(frame_times(arr), start, end, cadence)
+                if len(idx):
+                    _copy_array(arr, out_y, name, idx)
+                    counts[name] = counts.get(name, 0) + len(idx)
+    if sum(counts.get(n, 0) for n in names) == 0:
+        msg = f"no {kind.upper()} data for {list(names)} between {start} and {end} in {url}"
+        raise SdofmError(msg)
+    return counts
