@@ -22,12 +22,12 @@ def _remove(path: Path) -> None:
 def atomic_output(out: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling path to write ``out`` into; rename it to ``out`` on success.
 
-    A crash or kill leaves at most a ``*.partial`` sibling, never something named ``out`` that
+    A crash or kill leaves at most a ``*.partial.*`` sibling, never something named ``out`` that
     Snakemake or a reader would take as complete. Works for files and directories (Zarr stores).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.stem}.partial{out.suffix}")  # keeps the suffix readers check
     _remove(tmp)
     try:
         yield tmp

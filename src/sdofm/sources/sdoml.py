@@ -171,7 +171,9 @@ def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
                 dtype=str if name == "Time" else g[name].dtype,
             )
             if len(idx):
-                arr[:] = np.array(np.asarray(values).tolist(), dtype=str) if name == "Time" else values
+                arr[:] = (
+                    np.array(np.asarray(values).tolist(), dtype=str) if name == "Time" else values
+                )
             counts[name] = len(idx)
     else:
         for year in _year_groups(src, start, end):

@@ -1,0 +1,252 @@
+"""Virtual EVE: MEGS-A line irradiances from AIA (Szenicer et al. 2019; Indaco et al. 2023).
+
+Models, all trained on the same split:
+- ``fm_head``: a head (linear or MLP) on the frozen foundation-model embeddings;
+- ``baseline``: the paper's model, a linear model on per-channel mean and standard deviation of
+  the AIA images fitted with a Huber loss, plus a CNN on the images fitted to its residual;
+- ``climatology``: the training mean of each line.
+Metric: relative absolute error per line (%) on the test split, its median and maximum over
+lines, with bootstrap confidence intervals over test time steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sdofm import SdofmError
+from sdofm.benchmarks.common import bootstrap_ci, fit, provenance, write_json
+from sdofm.dataset.loader import Normaliser, open_dataset
+from sdofm.embeddings.extract import open_embeddings
+from sdofm.io import atomic_output
+
+__all__ = ["BaselineCNN", "relative_absolute_error", "run"]
+
+AIA = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
+
+
+def relative_absolute_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Mean |pred − truth| / truth per line, in percent: (N, L) -> (L,)."""
+    return 100.0 * np.mean(np.abs(pred - truth) / np.abs(truth), axis=0)
+
+
+class BaselineCNN(nn.Module):
+    """The residual CNN of the virtual-EVE baseline: conv blocks, global pooling, linear."""
+
+    def __init__(self, in_chans: int, n_out: int, width: int = 32):
+        super().__init__()
+        layers, c = [], in_chans
+        for w in (width, width * 2, width * 2):
+            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
+            c = w
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out = nn.Linear(c, n_out)
+        nn.init.zeros_(self.out.weight)  # starts as "no correction" to the linear part
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x))
+
+
+class _LinearPlusCNN(nn.Module):
+    def __init__(self, linear: nn.Module, cnn: nn.Module):
+        super().__init__()
+        self.linear, self.cnn = linear, cnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(_mean_std(x)) + self.cnn(x)
+
+
+def _mean_std(images: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial mean and standard deviation: (N, C, H, W) -> (N, 2C)."""
+    return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
+
+
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
+    mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-8
+    return [torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (train, *others)]
+
+
+def run(
+    dataset: str | Path,
+    embeddings: str | Path,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Train and evaluate every model; write metrics.json and predictions.csv to ``out_dir``."""
+    out_dir = Path(out_dir)
+    ds = open_dataset(dataset)
+    emb = open_embeddings(embeddings)
+    if not np.array_equal(emb.time.values, ds.time.values):
+        msg = f"embeddings {embeddings} do not cover the time steps of {dataset}: re-run embed"
+        raise SdofmError(msg)
+    lines = [str(v) for v in ds.line.values]
+    eve = ds.eve.values.astype(np.float64)
+    usable = ds.valid.values & np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1)
+    split = ds.split.values
+    rows = {s: np.flatnonzero(usable & (split == s)) for s in ("train", "val", "test")}
+    for s in ("train", "test"):
+        if len(rows[s]) < 2:
+            msg = f"virtual_eve: the {s} split has {len(rows[s])} time steps with EVE data"
+            raise SdofmError(msg)
+
+    # Targets: log irradiance standardised with training statistics only.
+    logy = np.log10(eve)
+    y_tr, y_va, y_te = _standardise(logy[rows["train"]], logy[rows["val"]], logy[rows["test"]])
+    mu, sd = logy[rows["train"]].mean(axis=0), logy[rows["train"]].std(axis=0) + 1e-8
+
+    def to_physical(z: torch.Tensor) -> np.ndarray:
+        return 10 ** (z.detach().numpy() * sd + mu)
+
+    seed, preds = params["seed"], {}
+    torch.manual_seed(seed)
+
+    # Foundation-model head on frozen embeddings.
+    z = emb.embedding.values
+    e_tr, e_va, e_te = _standardise(z[rows["train"]], z[rows["val"]], z[rows["test"]])
+    width = e_tr.shape[1]
+    head = (
+        nn.Linear(width, len(lines))
+        if params["head"] == "linear"
+        else nn.Sequential(
+            nn.Linear(width, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, len(lines))
+        )
+    )
+    head = fit(
+        head,
+        (e_tr, y_tr),
+        (e_va, y_va),
+        epochs=params["max_epochs"],
+        lr=1e-3,
+        weight_decay=1e-2,
+        seed=seed,
+    )
+    preds["fm_head"] = to_physical(head(e_te))
+
+    # Baseline: linear on channel mean/std with Huber loss, then a CNN on its residual.
+    norm = Normaliser(ds, [c for c in AIA if c in ds.channel.values])
+    images = {
+        s: torch.from_numpy(norm(ds.images.isel(time=r).values[:, norm.index]))
+        for s, r in rows.items()
+    }
+    feats = {s: _mean_std(x) for s, x in images.items()}
+    f_mu, f_sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
+    linear = nn.Sequential(_Affine(f_mu, f_sd), nn.Linear(feats["train"].shape[1], len(lines)))
+    linear = fit(
+        linear,
+        (feats["train"], y_tr),
+        (feats["val"], y_va),
+        loss_fn=nn.HuberLoss(),
+        epochs=params["max_epochs"],
+        lr=1e-2,
+        weight_decay=0.0,
+        seed=seed,
+    )
+    for p in linear.parameters():
+        p.requires_grad_(False)
+    model = _LinearPlusCNN(linear, BaselineCNN(images["train"].shape[1], len(lines)))
+    if params["baseline_cnn_epochs"]:
+        model = fit(
+            model,
+            (images["train"], y_tr),
+            (images["val"], y_va),
+            epochs=params["baseline_cnn_epochs"],
+            lr=1e-3,
+            batch_size=32,
+            seed=seed,
+            patience=10,
+        )
+    with torch.no_grad():
+        preds["baseline_linear"] = to_physical(linear(feats["test"]))
+        preds["baseline"] = to_physical(model(images["test"]))
+    preds["climatology"] = np.tile(eve[rows["train"]].mean(axis=0), (len(rows["test"]), 1))
+
+    truth = eve[rows["test"]]
+    metrics = _metrics(preds, truth, lines, params)
+    result = {
+        "task": "virtual_eve",
+        "metric": "relative absolute error (%) per line on the test split",
+        "lines": lines,
+        "split": {s: int(len(r)) for s, r in rows.items()},
+        "split_ranges": {
+            s: [str(ds.time.values[r].min()), str(ds.time.values[r].max())]
+            for s, r in rows.items()
+            if len(r)
+        },
+        "models": metrics,
+        "published_anchor": {
+            "median_rae_percent": 1.6,
+            "source": "Szenicer et al. 2019 (real SDO data)",
+        },
+        "provenance": provenance(params, checkpoint=checkpoint),
+    }
+    result["provenance"]["embeddings_checkpoint_sha256"] = emb.attrs.get("checkpoint_sha256")
+    table = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "time": ds.time.values[rows["test"]],
+                    "line": line,
+                    "truth": truth[:, k],
+                    **{m: p[:, k] for m, p in preds.items()},
+                }
+            )
+            for k, line in enumerate(lines)
+        ]
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "predictions.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    write_json(result, out_dir / "metrics.json")
+    return result
+
+
+class _Affine(nn.Module):
+    """Fixed standardisation of the baseline's features with training statistics."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _metrics(preds: dict, truth: np.ndarray, lines: list[str], params: dict) -> dict[str, Any]:
+    """Per-line RAE with bootstrap CIs, and median/max over lines, for each model."""
+    out: dict[str, Any] = {}
+    n, b, seed = len(truth), params["bootstrap"], params["seed"]
+    for name, p in preds.items():
+
+        def stat(i, p=p):
+            rae = relative_absolute_error(p[i], truth[i])
+            return np.concatenate([rae, [np.median(rae), rae.max()]])
+
+        point, lo, hi = bootstrap_ci(stat, n, resamples=b, seed=seed)
+        k = len(lines)
+        out[name] = {
+            "per_line": {
+                line: {"value": point[j], "ci95": [lo[j], hi[j]]} for j, line in enumerate(lines)
+            },
+            "median": {"value": point[k], "ci95": [lo[k], hi[k]]},
+            "max": {"value": point[k + 1], "ci95": [lo[k + 1], hi[k + 1]]},
+        }
+
+    # Paired difference of medians on the same resamples: is the FM head better than the paper?
+    def diff(i):
+        med = [
+            np.median(relative_absolute_error(preds[m][i], truth[i]))
+            for m in ("fm_head", "baseline")
+        ]
+        return np.array([med[0] - med[1]])
+
+    point, lo, hi = bootstrap_ci(diff, n, resamples=b, seed=seed)
+    out["fm_head_minus_baseline_median"] = {"value": point[0], "ci95": [lo[0], hi[0]]}
+    return out

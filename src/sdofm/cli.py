@@ -1,0 +1,191 @@
+"""The `sdofm` command: one subcommand per stage of the workflow, so each step runs by hand too.
+
+Every subcommand takes its settings either as ``--config FILE`` (a whole workflow config, from
+which it picks its blocks) or as ``--params JSON`` (just those blocks, which is what the
+Snakemake rules pass so that a change to one stage's settings re-runs only that stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sdofm import SdofmError
+
+__all__ = ["main"]
+
+# The config blocks each stage reads.
+SECTIONS = {
+    "simulate": ["synthetic"],
+    "pull": ["sources", "data"],
+    "build": ["data", "splits"],
+    "pretrain": ["pretrain"],
+    "embed": ["embed"],
+}
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of this stage, from --params (JSON or a YAML/JSON file) or --config."""
+    from sdofm.config import load_config
+
+    if args.config:
+        config = load_config(args.config)
+        if args.command == "benchmark":
+            if args.task not in config.get("benchmarks", {}):
+                msg = f"config {args.config} has no benchmarks.{args.task} block"
+                raise SdofmError(msg)
+            return config["benchmarks"][args.task]
+        blocks = SECTIONS[args.command]
+        return config[blocks[0]] if len(blocks) == 1 else {b: config[b] for b in blocks}
+    if args.params is None:
+        msg = "give the settings with --config FILE or --params JSON"
+        raise SdofmError(msg)
+    text = args.params
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            msg = f"--params {text!r} is neither JSON nor an existing file"
+            raise SdofmError(msg)
+        text = path.read_text()
+    return yaml.safe_load(text)
+
+
+def _simulate(args, params):
+    from sdofm.sources.synthetic import SyntheticSun, generate
+
+    generate(SyntheticSun(**params), args.out)
+    return {"out": args.out}
+
+
+def _pull(args, params):
+    import pandas as pd
+
+    from sdofm.io import atomic_output
+    from sdofm.sources.sdoml import pull_store, store_url
+
+    src, data = params["sources"], params["data"]
+    root = args.source or src["sdoml"]
+    if root == "synthetic":
+        msg = "sources.sdoml is 'synthetic': pass --source with the synthetic mirror's folder"
+        raise SdofmError(msg)
+    start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
+    opts = src.get("storage_options") or {}
+    stores = [
+        ("aia", src["aia_store"], data["aia_channels"], pd.Timedelta(minutes=data["cadence_minutes"])),
+        ("hmi", src["hmi_store"], data["hmi_components"], pd.Timedelta(minutes=data["cadence_minutes"])),
+        ("eve", src["eve_store"], data["eve_lines"], None),
+    ]
+    counts = {}
+    with atomic_output(args.out) as tmp:
+        tmp.mkdir()
+        for kind, name, names, cadence in stores:
+            counts[kind] = pull_store(
+                store_url(root, name), tmp / f"{kind}.zarr", kind=kind, start=start, end=end,
+                names=names, cadence=cadence, storage_options=opts,
+            )
+    return counts
+
+
+def _build(args, params):
+    from sdofm.dataset.build import build_dataset
+
+    return build_dataset(args.sdoml, args.out, params)
+
+
+def _pretrain(args, params):
+    from sdofm.training.pretrain import pretrain
+
+    return pretrain(args.dataset, args.out, params)
+
+
+def _embed(args, params):
+    from sdofm.embeddings.extract import extract_embeddings
+
+    return extract_embeddings(args.dataset, args.checkpoint, args.out, params)
+
+
+def _benchmark(args, params):
+    from sdofm.benchmarks import TASKS
+
+    if args.task not in TASKS:
+        msg = f"unknown benchmark task {args.task!r}; known tasks: {sorted(TASKS)}"
+        raise SdofmError(msg)
+    result = TASKS[args.task](args.dataset, args.embeddings, args.checkpoint, args.out, params)
+    return {m: v["median"] for m, v in result["models"].items() if "median" in v}
+
+
+def _report(args, params):
+    from sdofm.reports.render import render_report
+
+    render_report(args.notebook, args.executed, args.html, params)
+    return {"html": args.html}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdofm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_: str, func, *, settings: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if settings:
+            g = p.add_mutually_exclusive_group()
+            g.add_argument("--config", help="workflow config YAML (validated; blocks picked out)")
+            g.add_argument("--params", help="this stage's config blocks as JSON or a file")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("simulate", "write the synthetic Sun as SDOML v2 stores plus ground truth", _simulate)
+    p.add_argument("--out", required=True, help="folder for the stores")
+    p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
+    p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
+    p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
+    p = add("build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build)
+    p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
+    p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
+    p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", required=True, help="checkpoint path (.ckpt)")
+    p = add("embed", "embeddings of every time step (xarray Zarr)", _embed)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p = add("benchmark", "run a validation task: FM head vs the paper's baseline", _benchmark)
+    p.add_argument("task")
+    for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
+        p.add_argument(name, required=True)
+    p = add("report", "execute a report notebook with papermill and convert it to HTML", _report,
+            settings=False)
+    p.add_argument("--notebook", required=True)
+    p.add_argument("--executed", required=True, help="executed notebook (.ipynb)")
+    p.add_argument("--html", required=True)
+    p.add_argument("-p", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
+                   help="notebook parameter (repeatable)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        if args.command == "report":
+            params = dict(p.split("=", 1) for p in args.parameters)
+        else:
+            params = _params(args)
+        summary = args.func(args, params)
+    except SdofmError as err:
+        print(f"sdofm {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"command": args.command, "seconds": round(elapsed, 2), **summary},
+                     default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Embeddings of every time step from a pretrained backbone."""

@@ -1,0 +1,1 @@
+"""Reports: papermill-executed notebooks converted to self-contained HTML."""

@@ -1,0 +1,161 @@
+"""Pretrain a masked-autoencoder backbone on the ML-ready store with Lightning."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from sdofm import SdofmError
+from sdofm.dataset.loader import SDODataModule, open_dataset
+from sdofm.io import atomic_output
+from sdofm.models import build_backbone
+
+__all__ = ["MAEPretrainer", "load_backbone", "pretrain"]
+
+
+class MAEPretrainer(L.LightningModule):
+    """Steps, optimiser and logging around a backbone given from outside."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        *,
+        backbone: str,
+        img_size: int,
+        in_chans: int,
+        channels: list[str],
+        learning_rate: float,
+        weight_decay: float,
+        warmup_epochs: int,
+        max_epochs: int,
+        mask_ratio: float,
+        norm_pix_loss: bool,
+    ):
+        super().__init__()
+        self.net = net
+        self.save_hyperparameters(ignore=["net"])
+
+    def training_step(self, batch, batch_idx):
+        loss, _, _ = self.net(batch[0])
+        if not torch.isfinite(loss):
+            msg = f"non-finite loss at step {self.global_step}: lower pretrain.learning_rate"
+            raise SdofmError(msg)
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, _, _ = self.net(batch[0])
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(
+            self.net.parameters(),
+            lr=hp.learning_rate,
+            weight_decay=hp.weight_decay,
+            betas=(0.9, 0.95),
+        )
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(total - 1, int(total * hp.warmup_epochs / hp.max_epochs))
+
+        def schedule(step: int) -> float:  # linear warm-up, then cosine decay
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def load_backbone(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a backbone from a checkpoint written by `pretrain`; returns (net, hparams)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    net = build_backbone(
+        hp["backbone"],
+        img_size=hp["img_size"],
+        in_chans=hp["in_chans"],
+        mask_ratio=hp["mask_ratio"],
+        norm_pix_loss=hp["norm_pix_loss"],
+    )
+    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
+    net.load_state_dict(state)
+    return net.eval(), hp
+
+
+def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Train the configured backbone; write the checkpoint to ``out`` and logs beside it.
+
+    ``params`` is the ``pretrain`` config block. Returns a summary (final losses, steps, time).
+    """
+    out = Path(out)
+    ds = open_dataset(dataset)
+    channels = [str(c) for c in ds.channel.values]
+    size = int(ds.sizes["y"])
+    L.seed_everything(params["seed"], workers=True)
+    net = build_backbone(
+        params["backbone"],
+        img_size=size,
+        in_chans=len(channels),
+        mask_ratio=params["mask_ratio"],
+        norm_pix_loss=params["norm_pix_loss"],
+    )
+    module = MAEPretrainer(
+        net,
+        backbone=params["backbone"],
+        img_size=size,
+        in_chans=len(channels),
+        channels=channels,
+        learning_rate=params["learning_rate"],
+        weight_decay=params["weight_decay"],
+        warmup_epochs=params["warmup_epochs"],
+        max_epochs=params["max_epochs"],
+        mask_ratio=params["mask_ratio"],
+        norm_pix_loss=params["norm_pix_loss"],
+    )
+    data = SDODataModule(
+        dataset, batch_size=params["batch_size"], num_workers=params["num_workers"]
+    )
+    log_dir = out.parent / "logs"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    trainer = L.Trainer(
+        max_epochs=params["max_epochs"],
+        accelerator="auto",
+        devices=1,
+        deterministic=True,
+        logger=CSVLogger(log_dir, name="", version=""),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        enable_progress_bar=sys.stderr.isatty(),  # bars on a terminal, not in job logs
+    )
+    trainer.fit(module, datamodule=data)
+    with atomic_output(out) as tmp:
+        trainer.save_checkpoint(tmp)
+    history = pd.read_csv(log_dir / "metrics.csv").groupby("epoch").mean(numeric_only=True)
+    history.to_csv(out.parent / "loss_history.csv")
+    if not (history["train_loss"].dropna().iloc[-1] < history["train_loss"].dropna().iloc[0]):
+        # Not an error (a short run can be noisy) but worth seeing in the log.
+        print("warning: training loss did not decrease over the run")
+    summary = {
+        "backbone": params["backbone"],
+        "parameters": net.n_params,
+        "epochs": int(trainer.current_epoch),
+        "steps": int(trainer.global_step),
+        "first_train_loss": float(history["train_loss"].dropna().iloc[0]),
+        "final_train_loss": float(history["train_loss"].dropna().iloc[-1]),
+        "final_val_loss": float(history["val_loss"].dropna().iloc[-1])
+        if "val_loss" in history
+        else None,
+    }
+    (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,25 @@
+rule run_benchmark:
+    input:
+        dataset=f"{RESULTS}/data/dataset.zarr",
+        embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
+        checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+    output:
+        metrics=f"{RESULTS}/{{task}}/metrics.json",
+        predictions=f"{RESULTS}/{{task}}/predictions.csv",
+    log:
+        f"{LOGS}/run_benchmark/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/run_benchmark/{{task}}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        settings=benchmark_params,
+        out_dir=subpath(output.metrics, parent=True),
+    shell:
+        "sdofm benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
+        " --embeddings {input.embeddings} --checkpoint {input.checkpoint}"
+        " --out {params.out_dir} > {log} 2>&1"

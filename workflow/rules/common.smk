@@ -1,0 +1,41 @@
+import json
+import shlex
+import sys
+
+from sdofm import SdofmError
+from sdofm.config import validate_config
+
+try:
+    validate_config(config)
+except SdofmError as err:
+    sys.exit(f"Invalid configuration: {err}")
+
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+BENCHMARKS = f"{RESULTS}/benchmarks"
+BACKBONE = config["pretrain"]["backbone"]
+SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
+TASKS = sorted(config["benchmarks"])
+NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
+# The software of every rule: the pinned environment of the repository (same pins as pyproject).
+ENV = "../../environment.yml"
+
+
+wildcard_constraints:
+    task="|".join(TASKS),
+
+
+def as_arg(*sections):
+    """Config blocks as one shell-quoted JSON argument for `sdofm ... --params`."""
+    blocks = (
+        {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
+    )
+    return shlex.quote(json.dumps(blocks, sort_keys=True))
+
+
+def benchmark_params(wildcards):
+    return shlex.quote(json.dumps(config["benchmarks"][wildcards.task], sort_keys=True))
+
+
+def all_reports():
+    return expand(f"{RESULTS}/{{task}}/report.html", task=TASKS)

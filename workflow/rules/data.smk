@@ -1,0 +1,59 @@
+rule simulate_sun:
+    output:
+        directory(f"{RESULTS}/synthetic"),
+    log:
+        f"{LOGS}/simulate_sun.log",
+    benchmark:
+        f"{BENCHMARKS}/simulate_sun.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        settings=as_arg("synthetic"),
+    shell:
+        "sdofm simulate --params {params.settings} --out {output} > {log} 2>&1"
+
+
+rule pull_sdoml:
+    input:
+        f"{RESULTS}/synthetic" if SYNTHETIC else [],
+    output:
+        directory(f"{RESULTS}/data/sdoml"),
+    log:
+        f"{LOGS}/pull_sdoml.log",
+    benchmark:
+        f"{BENCHMARKS}/pull_sdoml.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    params:
+        settings=as_arg("sources", "data"),
+    shell:
+        # The synthetic mirror is this rule's input; a real source is the URL in the config.
+        "sdofm pull --params {params.settings} --out {output}"
+        + (" --source {input}" if SYNTHETIC else "")
+        + " > {log} 2>&1"
+
+
+rule build_dataset:
+    input:
+        f"{RESULTS}/data/sdoml",
+    output:
+        directory(f"{RESULTS}/data/dataset.zarr"),
+    log:
+        f"{LOGS}/build_dataset.log",
+    benchmark:
+        f"{BENCHMARKS}/build_dataset.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        settings=as_arg("data", "splits"),
+    shell:
+        "sdofm build --params {params.settings} --sdoml {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,21 @@
+rule embed_times:
+    input:
+        dataset=f"{RESULTS}/data/dataset.zarr",
+        checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+    output:
+        directory(f"{RESULTS}/embeddings/{BACKBONE}.zarr"),
+    log:
+        f"{LOGS}/embed_times/{BACKBONE}.log",
+    benchmark:
+        f"{BENCHMARKS}/embed_times/{BACKBONE}.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        settings=as_arg("embed"),
+    shell:
+        "sdofm embed --params {params.settings} --dataset {input.dataset}"
+        " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
