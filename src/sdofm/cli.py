@@ -77,8 +77,18 @@ def _pull(args, params):
     start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
     opts = src.get("storage_options") or {}
     stores = [
-        ("aia", src["aia_store"], data["aia_channels"], pd.Timedelta(minutes=data["cadence_minutes"])),
-        ("hmi", src["hmi_store"], data["hmi_components"], pd.Timedelta(minutes=data["cadence_minutes"])),
+        (
+            "aia",
+            src["aia_store"],
+            data["aia_channels"],
+            pd.Timedelta(minutes=data["cadence_minutes"]),
+        ),
+        (
+            "hmi",
+            src["hmi_store"],
+            data["hmi_components"],
+            pd.Timedelta(minutes=data["cadence_minutes"]),
+        ),
         ("eve", src["eve_store"], data["eve_lines"], None),
     ]
     counts = {}
@@ -86,8 +96,14 @@ def _pull(args, params):
         tmp.mkdir()
         for kind, name, names, cadence in stores:
             counts[kind] = pull_store(
-                store_url(root, name), tmp / f"{kind}.zarr", kind=kind, start=start, end=end,
-                names=names, cadence=cadence, storage_options=opts,
+                store_url(root, name),
+                tmp / f"{kind}.zarr",
+                kind=kind,
+                start=start,
+                end=end,
+                names=names,
+                cadence=cadence,
+                storage_options=opts,
             )
     return counts
 
@@ -145,7 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
-    p = add("build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build)
+    p = add(
+        "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
+    )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
     p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain)
@@ -159,13 +177,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
         p.add_argument(name, required=True)
-    p = add("report", "execute a report notebook with papermill and convert it to HTML", _report,
-            settings=False)
+    p = add(
+        "report",
+        "execute a report notebook with papermill and convert it to HTML",
+        _report,
+        settings=False,
+    )
     p.add_argument("--notebook", required=True)
     p.add_argument("--executed", required=True, help="executed notebook (.ipynb)")
     p.add_argument("--html", required=True)
-    p.add_argument("-p", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
-                   help="notebook parameter (repeatable)")
+    p.add_argument(
+        "-p",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="notebook parameter (repeatable)",
+    )
     return parser
 
 
@@ -182,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sdofm {args.command}: error: {err}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
-    print(json.dumps({"command": args.command, "seconds": round(elapsed, 2), **summary},
-                     default=str))
+    print(
+        json.dumps({"command": args.command, "seconds": round(elapsed, 2), **summary}, default=str)
+    )
     return 0
 
 

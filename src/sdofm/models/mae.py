@@ -109,7 +109,7 @@ class MaskedAutoencoder(nn.Module):
         return x.reshape(b, c, g * p, g * p)
 
     def random_masking(self, x: torch.Tensor, ratio: float) -> tuple:
-        """Keep a random (1-ratio) of tokens per sample: (B, L, D) -> (B, L_keep, D), mask, restore."""
+        """Keep a random (1-ratio) of tokens: (B, L, D) -> (B, L_keep, D), mask, restore."""
         b, n, d = x.shape
         keep = max(1, int(round(n * (1 - ratio))))
         noise = torch.rand(b, n, device=x.device)
@@ -161,7 +161,7 @@ class MaskedAutoencoder(nn.Module):
 
     @torch.no_grad()
     def embed(self, imgs: torch.Tensor) -> torch.Tensor:
-        """One embedding per image from the unmasked encoder: [CLS, mean of patch tokens], (B, 2D)."""
+        """Embedding of each image by the unmasked encoder: [CLS, mean patch token], (B, 2D)."""
         latent, _, _ = self.forward_encoder(imgs, 0.0)
         return torch.cat([latent[:, 0], latent[:, 1:].mean(dim=1)], dim=1)
 

@@ -25,14 +25,18 @@ def render_report(
     with atomic_output(executed) as tmp_nb:
         try:
             papermill.execute_notebook(
-                str(notebook), str(tmp_nb), parameters=parameters, progress_bar=False,
+                str(notebook),
+                str(tmp_nb),
+                parameters=parameters,
+                progress_bar=False,
                 kernel_name="python3",  # runs in the caller's folder: relative paths hold
             )
         except papermill.PapermillExecutionError as err:
             msg = f"report {notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
             raise SdofmError(msg) from None
-        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                                exclude_output_prompt=True)
+        exporter = HTMLExporter(
+            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+        )
         body, _ = exporter.from_notebook_node(nbformat.read(tmp_nb, as_version=4))
     with atomic_output(html) as tmp_html:
         tmp_html.write_text(body)

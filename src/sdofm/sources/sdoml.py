@@ -139,7 +139,8 @@ def pull_store(
 
     ``kind`` is ``"aia"``/``"hmi"`` (year groups of frame arrays, names are channels) or ``"eve"``
     (the MEGS-A group, names are lines). The copy keeps the SDOML v2 layout and attrs. It is
-    written through `atomic_output`, so an interrupted pull leaves nothing that looks complete. Returns the number of frames copied per name.
+    written through `atomic_output`, so an interrupted pull leaves nothing that looks complete.
+    Returns the number of frames copied per name.
     """
     src = open_store(url, storage_options)
     with atomic_output(out) as tmp:

@@ -324,7 +324,7 @@ def _write_eve(sun: SyntheticSun, disk_mean: np.ndarray, path: Path, rng_seed: i
 
 
 def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
-    """Write the synthetic SDOML v2 mirror (AIA, HMI, EVE stores) and its ground truth under ``out``.
+    """Write the synthetic SDOML v2 mirror (AIA, HMI, EVE stores) and ground truth to ``out``.
 
     Output is written through `atomic_output`: nothing carries the final name until complete.
     """

@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny synthetic Sun, its pulled copy and its ML-ready store (built once)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sdofm.config import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The default config with tests/configs/tiny.yaml merged over it, as Snakemake does."""
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    return validate_config(_merge(base, yaml.safe_load(TINY.read_text())))
+
+
+@pytest.fixture(scope="session")
+def synthetic_mirror(tmp_path_factory, tiny_config) -> Path:
+    from sdofm.sources.synthetic import SyntheticSun, generate
+
+    out = tmp_path_factory.mktemp("synthetic") / "mirror"
+    generate(SyntheticSun(**tiny_config["synthetic"]), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pulled(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
+    from sdofm.sources.sdoml import pull_store
+
+    data = tiny_config["data"]
+    start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
+    out = tmp_path_factory.mktemp("pulled")
+    for kind, store, names in [
+        ("aia", "sdomlv2_small.zarr", data["aia_channels"]),
+        ("hmi", "sdomlv2_hmi.zarr", data["hmi_components"]),
+        ("eve", "sdomlv2_eve.zarr", data["eve_lines"]),
+    ]:
+        pull_store(
+            f"file://{synthetic_mirror / store}",
+            out / f"{kind}.zarr",
+            kind=kind,
+            start=start,
+            end=end,
+            names=names,
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory, tiny_config, pulled) -> Path:
+    from sdofm.dataset.build import build_dataset
+
+    out = tmp_path_factory.mktemp("dataset") / "dataset.zarr"
+    build_dataset(pulled, out, {"data": tiny_config["data"], "splits": tiny_config["splits"]})
+    return out

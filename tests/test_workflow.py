@@ -1,0 +1,115 @@
+"""Snakemake end to end on a tiny config in a temporary directory, and its failure modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, TINY
+
+pytestmark = pytest.mark.workflow
+
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = TINY) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def _tiny_with(tmp_path: Path, **blocks) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in blocks.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    run = snakemake(workdir, "results/virtual_eve/report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
+
+
+def test_report_is_built_with_every_stage(finished_run):
+    results = finished_run / "results"
+    html = (results / "virtual_eve" / "report.html").read_text()
+    assert "<img" in html and "Comparison" in html
+    assert "Traceback" not in html
+    metrics = json.loads((results / "virtual_eve" / "metrics.json").read_text())
+    assert {"fm_head", "baseline", "climatology"} <= set(metrics["models"])
+    for rule in ("simulate_sun", "pull_sdoml", "build_dataset"):
+        assert (results / "benchmarks" / f"{rule}.tsv").exists()
+        assert (results / "logs" / f"{rule}.log").exists()
+    assert (results / "embeddings" / "mae_tiny.zarr" / ".zmetadata").exists()
+    assert not list(results.rglob("*.partial*")), "a temporary output was left behind"
+
+
+def test_second_run_has_nothing_to_do(finished_run):
+    run = snakemake(finished_run, "-n", "all")
+    assert run.returncode == 0
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_benchmark_config_change_reruns_only_that_task(finished_run, tmp_path):
+    config = _tiny_with(
+        tmp_path,
+        benchmarks={"virtual_eve": {"max_epochs": 41, "baseline_cnn_epochs": 2, "bootstrap": 50}},
+    )
+    run = snakemake(finished_run, "-n", "all", configfile=config)
+    out = run.stdout + run.stderr
+    assert "run_benchmark" in out and "render_report" in out
+    for rule in ("pretrain_backbone", "embed_times", "build_dataset", "simulate_sun"):
+        assert rule not in out
+
+
+def test_bad_config_value_is_one_clear_line(tmp_path):
+    config = _tiny_with(tmp_path, pretrain={"mask_ratio": 2})
+    run = snakemake(tmp_path, configfile=config)
+    assert run.returncode != 0
+    lines = [ln for ln in run.stderr.splitlines() if "pretrain.mask_ratio" in ln]
+    assert len(lines) == 1, run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_input_store_fails_cleanly(tmp_path):
+    config = _tiny_with(tmp_path, sources={"sdoml": f"file://{tmp_path}/no-such-folder"})
+    run = snakemake(tmp_path, "results/data/dataset.zarr", configfile=config)
+    assert run.returncode != 0
+    log = (tmp_path / "results" / "logs" / "pull_sdoml.log").read_text()
+    assert "no SDOML v2 store at" in log and "no-such-folder" in log
+    assert len(log.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "data" / "sdoml").exists()
+    assert not list((tmp_path / "results").rglob("*.partial*"))
+
+
+def test_time_range_without_data_fails_cleanly(tmp_path):
+    config = _tiny_with(tmp_path, data={"start": "2013-01-01", "end": "2013-02-01"})
+    run = snakemake(tmp_path, "results/data/sdoml", configfile=config)
+    assert run.returncode != 0
+    log = (tmp_path / "results" / "logs" / "pull_sdoml.log").read_text()
+    assert "no AIA data" in log
+    assert not (tmp_path / "results" / "data" / "sdoml").exists()
