@@ -19,7 +19,17 @@ from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
 from sdofm.sources.sdoml import EVE_GROUP, eve_times, frame_times
 
-__all__ = ["Frames", "build_dataset", "downsample", "index_frames", "match_times", "transform_for"]
+__all__ = [
+    "Alignment",
+    "Frames",
+    "align",
+    "apply_transform",
+    "build_dataset",
+    "downsample",
+    "index_frames",
+    "match_times",
+    "transform_for",
+]
 
 # Training reads one sample (all channels at one time) per chunk; lz4 decompresses fastest.
 IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
@@ -97,23 +107,83 @@ def downsample(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def _read_rows(store: zarr.Group, frames: Frames, pos: np.ndarray) -> np.ndarray:
-    """Read frames at positions ``pos`` (-1 = missing → NaN), one request per year group."""
-    shape = None
-    out: dict[int, np.ndarray] = {}
-    for year in np.unique(frames.year[pos[pos >= 0]]):
-        rows = np.flatnonzero((pos >= 0) & (frames.year[np.clip(pos, 0, None)] == year))
-        idx = frames.index[pos[rows]]
-        order = np.argsort(idx)
-        data = store[str(year)][frames.name].get_orthogonal_selection((idx[order],))
-        for r, d in zip(rows[order], data, strict=True):
-            out[int(r)] = d
-        shape = data.shape[1:]
-    if shape is None:
-        return np.full((len(pos), 1, 1), np.nan, np.float32)
-    block = np.full((len(pos), *shape), np.nan, np.float32)
-    for r, d in out.items():
-        block[r] = d
+    """Read frames at positions ``pos`` (all present), one request per year group."""
+    block = None
+    years = frames.year[pos]
+    for year in np.unique(years):
+        rows = np.flatnonzero(years == year)
+        order = np.argsort(frames.index[pos[rows]])
+        data = store[str(year)][frames.name].get_orthogonal_selection(
+            (frames.index[pos[rows[order]]],)
+        )
+        if block is None:
+            block = np.empty((len(pos), *data.shape[1:]), np.float32)
+        block[rows[order]] = data
     return block
+
+
+@dataclass
+class Alignment:
+    """The aligned index: which frame of which store each (time step, channel) uses."""
+
+    grid: pd.DatetimeIndex
+    channels: list[str]
+    stores: list[zarr.Group]
+    frames: list[Frames]
+    pos: np.ndarray  # (time, channel) position in `frames`, -1 where no frame is close enough
+
+    @property
+    def frame_time(self) -> np.ndarray:
+        out = np.full(self.pos.shape, np.datetime64("NaT"), "datetime64[ns]")
+        for c, frames in enumerate(self.frames):
+            ok = self.pos[:, c] >= 0
+            out[ok, c] = frames.times[self.pos[ok, c]].to_numpy()
+        return out
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Images of the given (complete) rows: (rows, channel, H, W), source resolution."""
+        return np.stack(
+            [
+                _read_rows(st, fr, self.pos[rows, c])
+                for c, (st, fr) in enumerate(zip(self.stores, self.frames, strict=True))
+            ],
+            axis=1,
+        )
+
+
+def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
+    """Match every AIA channel and HMI component to the time grid within the tolerance."""
+    grid = pd.date_range(
+        data["start"], data["end"], freq=f"{data['cadence_minutes']}min", inclusive="left"
+    )
+    tol = pd.Timedelta(minutes=data["tolerance_minutes"])
+    al = Alignment(grid, [], [], [], np.empty((len(grid), 0), int))
+    positions = []
+    for store_name, names in (("aia", data["aia_channels"]), ("hmi", data["hmi_components"])):
+        store = zarr.open_group(sdoml_dir / f"{store_name}.zarr", mode="r")
+        for name, frames in index_frames(store, list(names)).items():
+            pos = match_times(grid, frames.times, tol)
+            if not (pos >= 0).any():
+                msg = f"channel {name} has no frame within {tol} of any time step: nothing to align"
+                raise SdofmError(msg)
+            al.channels.append(name)
+            al.stores.append(store)
+            al.frames.append(frames)
+            positions.append(pos)
+    al.pos = np.stack(positions, axis=1)
+    return al
+
+
+def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> np.ndarray:
+    """EVE lines at the time steps, (time, line); NaN where missing (SDOML v2 marks it < 0)."""
+    group = zarr.open_group(sdoml_dir / "eve.zarr", mode="r")[EVE_GROUP]
+    pos = match_times(grid, eve_times(group), pd.Timedelta(minutes=data["eve_tolerance_minutes"]))
+    eve = np.full((len(grid), len(data["eve_lines"])), np.nan, np.float32)
+    for k, line in enumerate(data["eve_lines"]):
+        values = np.asarray(group[line][:], np.float32)
+        v = np.where(pos >= 0, values[np.clip(pos, 0, None)], np.nan)
+        eve[:, k] = np.where(v > 0, v, np.nan)
+    return eve
 
 
 def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]) -> dict:
@@ -121,92 +191,64 @@ def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]
 
     ``params`` holds the ``data`` and ``splits`` config blocks. The store has, per time step:
     ``images`` (time, channel, y, x; physical units, one chunk per time step), ``valid`` (all
-    channels present), ``frame_time`` (time, channel; NaT where missing), ``eve`` (time, line;
-    NaN where missing) and ``split``; per channel ``transform``, ``norm_mean``, ``norm_std``
-    computed on the training rows only.
+    channels present and finite), ``frame_time`` (time, channel; NaT where missing), ``eve``
+    (time, line; NaN where missing) and ``split``; per channel ``transform``, ``norm_mean``,
+    ``norm_std`` computed on the training rows only.
     """
     data, splits = params["data"], params["splits"]
-    sdoml_dir, out = Path(sdoml_dir), Path(out)
-    grid = pd.date_range(
-        data["start"], data["end"], freq=f"{data['cadence_minutes']}min", inclusive="left"
-    )
-    tol = pd.Timedelta(minutes=data["tolerance_minutes"])
-    aia = zarr.open_group(sdoml_dir / "aia.zarr", mode="r")
-    hmi = zarr.open_group(sdoml_dir / "hmi.zarr", mode="r")
-    sources = [(aia, list(data["aia_channels"])), (hmi, list(data["hmi_components"]))]
-    channels: list[str] = []
-    positions, frame_sets, stores = [], [], []
-    for store, names in sources:
-        for name, frames in index_frames(store, names).items():
-            channels.append(name)
-            frame_sets.append(frames)
-            stores.append(store)
-            positions.append(match_times(grid, frames.times, tol))
-    pos = np.stack(positions, axis=1)  # (time, channel)
-    present = pos >= 0
-    valid = present.all(axis=1)
-    for c, name in enumerate(channels):
-        if not present[:, c].any():
-            msg = f"channel {name} has no frame within {tol} of any time step: nothing to align"
-            raise SdofmError(msg)
+    sdoml_dir = Path(sdoml_dir)
+    al = align(sdoml_dir, data)
+    valid = (al.pos >= 0).all(axis=1)
     if not valid.any():
         msg = "no time step has every channel: check data.channels and data.tolerance_minutes"
         raise SdofmError(msg)
-
     labels = assign_splits(
-        grid, val=splits["val"], test=splits["test"], buffer_days=splits["buffer_days"]
+        al.grid, val=splits["val"], test=splits["test"], buffer_days=splits["buffer_days"]
     )
-    check_no_leak(grid[valid], labels[valid], splits["buffer_days"])
-    train = valid & (labels == "train")
-    if not train.any():
+    check_no_leak(al.grid[valid], labels[valid], splits["buffer_days"])
+    if not (valid & (labels == "train")).any():
         msg = "the training split is empty: widen data.start/end or shrink splits.val/test"
         raise SdofmError(msg)
 
-    # EVE lines aligned to the same steps; negative values mark missing data in SDOML v2.
-    eve_group = zarr.open_group(sdoml_dir / "eve.zarr", mode="r")[EVE_GROUP]
-    eve_pos = match_times(
-        grid, eve_times(eve_group), pd.Timedelta(minutes=data["eve_tolerance_minutes"])
-    )
-    eve = np.full((len(grid), len(data["eve_lines"])), np.nan, np.float32)
-    for k, line in enumerate(data["eve_lines"]):
-        values = np.asarray(eve_group[line][:], np.float32)
-        v = np.where(eve_pos >= 0, values[np.clip(eve_pos, 0, None)], np.nan)
-        eve[:, k] = np.where(v > 0, v, np.nan)
-
-    frame_time = np.full(pos.shape, np.datetime64("NaT"), "datetime64[ns]")
-    for c, frames in enumerate(frame_sets):
-        ok = pos[:, c] >= 0
-        frame_time[ok, c] = frames.times[pos[ok, c]].to_numpy()
-
     with atomic_output(out) as tmp:
-        valid = _write_store(
-            tmp,
-            grid,
-            channels,
-            stores,
-            frame_sets,
-            pos,
-            valid,
-            train,
-            labels,
-            frame_time,
-            eve,
-            params,
-        )
+        valid, mean, std = _write_images(tmp, al, valid, labels == "train", data["image_size"])
+        xr.Dataset(
+            {
+                "valid": ("time", valid),
+                "split": ("time", labels),
+                "frame_time": (("time", "channel"), al.frame_time),
+                "eve": (("time", "line"), align_eve(sdoml_dir, al.grid, data)),
+                "transform": ("channel", np.array([transform_for(c) for c in al.channels])),
+                "norm_mean": ("channel", mean.astype(np.float32)),
+                "norm_std": ("channel", std.astype(np.float32)),
+            },
+            coords={"time": al.grid, "channel": al.channels, "line": list(data["eve_lines"])},
+            attrs={
+                "title": "sdofm ML-ready SDO data set",
+                "source": al.stores[0].attrs.get("sdofm_source", str(sdoml_dir)),
+                "config_hash": config_hash(params),
+                "sdofm_version": sdofm.__version__,
+                "buffer_days": splits["buffer_days"],
+                "norm_split": "train",
+                "norm_rows": int((valid & (labels == "train")).sum()),
+            },
+        ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
     counts = {s: int((valid & (labels == s)).sum()) for s in ("train", "val", "test")}
-    return {"steps": len(grid), "valid": int(valid.sum()), **counts, "channels": channels}
+    return {"steps": len(al.grid), "valid": int(valid.sum()), **counts, "channels": al.channels}
 
 
-def _write_store(
-    tmp, grid, channels, stores, frame_sets, pos, valid, train, labels, frame_time, eve, params
-) -> np.ndarray:
-    """Stream the images into ``tmp`` and add the index, splits and statistics; return ``valid``."""
-    data, splits = params["data"], params["splits"]
-    size = data["image_size"]
+def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray, size: int):
+    """Stream the images of the valid rows into ``tmp``/images, a block of rows at a time.
+
+    Accumulates the training statistics in float64 on the way (memory bounded by the block,
+    whatever the time range). Rows with non-finite pixels become invalid. Returns
+    (valid, mean, std).
+    """
+    n_ch = len(al.channels)
     images = zarr.open_group(tmp, mode="w", zarr_format=2).create_array(
         "images",
-        shape=(len(grid), len(channels), size, size),
-        chunks=(1, len(channels), size, size),
+        shape=(len(al.grid), n_ch, size, size),
+        chunks=(1, n_ch, size, size),
         dtype="float32",
         compressors=IMAGE_COMPRESSOR,
         fill_value=np.nan,
@@ -214,21 +256,13 @@ def _write_store(
     images.attrs.update(
         {"_ARRAY_DIMENSIONS": ["time", "channel", "y", "x"], "units": "DN/s (AIA), G (HMI)"}
     )
-
-    # Stream blocks of rows: read each channel's frames, downsample, write; accumulate the
-    # training statistics in float64 (bounded memory whatever the time range).
-    transforms = [transform_for(c) for c in channels]
-    n, s1, s2 = np.zeros(1), np.zeros(len(channels)), np.zeros(len(channels))
+    transforms = [transform_for(c) for c in al.channels]
+    valid = valid.copy()
+    n, s1, s2 = 0, np.zeros(n_ch), np.zeros(n_ch)
     rows = np.flatnonzero(valid)
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
-        x = np.stack(
-            [
-                downsample(_read_rows(st, fr, pos[block, c]), size)
-                for c, (st, fr) in enumerate(zip(stores, frame_sets, strict=True))
-            ],
-            axis=1,
-        ).astype(np.float32)
+        x = downsample(al.read(block), size).astype(np.float32)
         bad = ~np.isfinite(x).all(axis=(1, 2, 3))
         valid[block[bad]] = False  # NaN frames: kept out of training and embedding
         x[bad] = np.nan
@@ -239,32 +273,8 @@ def _write_store(
             n += z.shape[0] * z.shape[2] * z.shape[3]
             s1 += z.sum(axis=(0, 2, 3))
             s2 += (z**2).sum(axis=(0, 2, 3))
-    train &= valid
-    if not train.any():
+    if n == 0:
         msg = "every training frame is bad (NaN): nothing to normalise on"
         raise SdofmError(msg)
     mean = s1 / n
-    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
-
-    xr.Dataset(
-        {
-            "valid": ("time", valid),
-            "split": ("time", labels),
-            "frame_time": (("time", "channel"), frame_time),
-            "eve": (("time", "line"), eve),
-            "transform": ("channel", np.array(transforms)),
-            "norm_mean": ("channel", mean.astype(np.float32)),
-            "norm_std": ("channel", std.astype(np.float32)),
-        },
-        coords={"time": grid, "channel": channels, "line": list(data["eve_lines"])},
-        attrs={
-            "title": "sdofm ML-ready SDO data set",
-            "source": params.get("source", ""),
-            "config_hash": config_hash(params),
-            "sdofm_version": sdofm.__version__,
-            "buffer_days": splits["buffer_days"],
-            "norm_split": "train",
-            "norm_rows": int(train.sum()),
-        },
-    ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
-    return valid
+    return valid, mean, np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
