@@ -59,6 +59,7 @@ def test_report_is_built_with_every_stage(finished_run):
     html = (results / "virtual_eve" / "report.html").read_text()
     assert "<img" in html and "Comparison" in html
     assert "Traceback" not in html
+    assert 'src="http' not in html, "the report must open offline"
     metrics = json.loads((results / "virtual_eve" / "metrics.json").read_text())
     assert {"fm_head", "baseline", "climatology"} <= set(metrics["models"])
     for rule in ("simulate_sun", "pull_sdoml", "build_dataset"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,10 @@ from sdofm import SdofmError
 from sdofm.io import atomic_output
 
 __all__ = ["render_report"]
+
+# nbconvert's template loads require.js and MathJax from a CDN; reports need neither, and must
+# open offline (clusters, air-gapped machines), so those tags are dropped.
+_CDN_SCRIPT = re.compile(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>\s*')
 
 
 def render_report(
@@ -39,4 +44,4 @@ def render_report(
         )
         body, _ = exporter.from_notebook_node(nbformat.read(tmp_nb, as_version=4))
     with atomic_output(html) as tmp_html:
-        tmp_html.write_text(body)
+        tmp_html.write_text(_CDN_SCRIPT.sub("", body))
