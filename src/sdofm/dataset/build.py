@@ -175,7 +175,10 @@ def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
 
 
 def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> np.ndarray:
-    """EVE lines at the time steps, (time, line); NaN where missing (SDOML v2 marks it < 0)."""
+    """EVE lines at the time steps, (time, line); NaN where missing.
+
+    SDOML v2 marks missing values with negatives; zero is no physical irradiance either.
+    """
     group = zarr.open_group(sdoml_dir / "eve.zarr", mode="r")[EVE_GROUP]
     pos = match_times(grid, eve_times(group), pd.Timedelta(minutes=data["eve_tolerance_minutes"]))
     eve = np.full((len(grid), len(data["eve_lines"])), np.nan, np.float32)

@@ -111,6 +111,9 @@ class MaskedAutoencoder(nn.Module):
     def random_masking(self, x: torch.Tensor, ratio: float) -> tuple:
         """Keep a random (1-ratio) of tokens: (B, L, D) -> (B, L_keep, D), mask, restore."""
         b, n, d = x.shape
+        if ratio == 0:  # embedding: keep every token in order, leave the RNG untouched
+            idx = torch.arange(n, device=x.device).expand(b, n)
+            return x, torch.zeros(b, n, device=x.device), idx
         keep = max(1, int(round(n * (1 - ratio))))
         noise = torch.rand(b, n, device=x.device)
         shuffle = torch.argsort(noise, dim=1)

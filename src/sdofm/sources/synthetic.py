@@ -34,10 +34,10 @@ EARTH_ORBIT_DEG_PER_DAY = 0.9856
 CHANNEL_PHYSICS = {
     "94A": (1.5, 40.0, 1.6, 0.6, 0.30, 2.9, 25.0),
     "131A": (8.0, 20.0, 1.4, 0.6, 0.30, 2.9, 12.0),
-    "171A": (300.0, 3.0, 0.9, 0.8, 0.40, 2.0, 9.0),
+    "171A": (300.0, 8.0, 0.9, 0.8, 0.40, 2.0, 9.0),
     "193A": (300.0, 6.0, 1.1, 0.8, 0.40, 2.0, 8.0),
     "211A": (80.0, 10.0, 1.2, 0.8, 0.35, 2.9, 7.0),
-    "304A": (60.0, 4.0, 1.0, 0.5, 0.25, 2.9, 3.0),
+    "304A": (60.0, 10.0, 1.0, 0.5, 0.25, 2.9, 3.0),
     "335A": (5.0, 15.0, 1.3, 0.7, 0.30, 2.9, 4.0),
     "1600A": (50.0, 2.0, 0.8, -0.4, 0.0, 1.0, 10.0),
     "1700A": (700.0, 1.3, 0.6, -0.5, 0.0, 1.0, 15.0),
@@ -315,7 +315,7 @@ def _write_eve(sun: SyntheticSun, disk_mean: np.ndarray, path: Path, rng_seed: i
     time_arr[:] = np.array([t.strftime(EVE_TIME_FORMAT) for t in eve_t])
     for line, (base, power, weights) in EVE_LINES.items():
         drive = sum(w * rel[:, AIA_CHANNELS.index(ch)] for ch, w in weights.items())
-        value = base * drive**power * (1.0 + rng.normal(0.0, 0.01, len(eve_t)))
+        value = base * drive**power * (1.0 + rng.normal(0.0, 0.003, len(eve_t)))
         # Negative marks missing data, as in SDOML v2: after MEGS-A ended and in rare dropouts.
         value[~megsa_alive | (rng.uniform(size=len(eve_t)) < 0.01)] = -1.0
         arr = group.create_array(line, shape=(len(eve_t),), chunks=(len(eve_t),), dtype="float32")
