@@ -182,6 +182,16 @@ def _year_slices(times: pd.DatetimeIndex) -> dict[str, np.ndarray]:
     return {str(y): np.flatnonzero(years == y) for y in np.unique(years)}
 
 
+def _frame_arrays(group: zarr.Group, names, n: int, shape: tuple) -> dict[str, zarr.Array]:
+    """SDOML v2 frame arrays: (n, H, W) float32, 15-frame chunks, Blosc zstd."""
+    return {
+        name: group.create_array(
+            name, shape=(n, *shape), chunks=(15, *shape), dtype="float32", compressors=COMPRESSOR
+        )
+        for name in names
+    }
+
+
 def _write_aia_hmi(sun, regions, disk, aia_path: Path, hmi_path: Path, rng_seed: int) -> np.ndarray:
     """Write the AIA and HMI stores; return the noise-free disk-mean of each AIA channel."""
     times = sun.times
@@ -206,26 +216,8 @@ def _write_aia_hmi(sun, regions, disk, aia_path: Path, hmi_path: Path, rng_seed:
         "DSUN_OBS": 1.496e11,
     }
     for year, idx in _year_slices(times).items():
-        aia_arrays = {
-            ch: aia.require_group(year).create_array(
-                ch,
-                shape=(len(idx), *shape),
-                chunks=(15, *shape),
-                dtype="float32",
-                compressors=COMPRESSOR,
-            )
-            for ch in AIA_CHANNELS
-        }
-        hmi_arrays = {
-            comp: hmi.require_group(year).create_array(
-                comp,
-                shape=(len(idx), *shape),
-                chunks=(15, *shape),
-                dtype="float32",
-                compressors=COMPRESSOR,
-            )
-            for comp in HMI_COMPONENTS
-        }
+        aia_arrays = _frame_arrays(aia.require_group(year), AIA_CHANNELS, len(idx), shape)
+        hmi_arrays = _frame_arrays(hmi.require_group(year), HMI_COMPONENTS, len(idx), shape)
         aia_attrs = {
             ch: {k: [] for k in ("T_OBS", "EXPTIME", "DEG_COR", "QUALITY")} for ch in AIA_CHANNELS
         }
