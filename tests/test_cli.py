@@ -45,7 +45,7 @@ def test_params_as_json_and_bad_params(tmp_path, capsys):
         "cadence_minutes": 720,
         "eve_cadence_minutes": 60,
         "image_size": 16,
-        "n_regions": 2,
+        "regions_per_day": 0.2,
         "megsa_end": "2014-05-26",
     }
     out = tmp_path / "mirror"

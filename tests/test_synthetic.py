@@ -25,7 +25,7 @@ SMALL = dict(
     cadence_minutes=1440,
     eve_cadence_minutes=360,
     image_size=16,
-    n_regions=5,
+    regions_per_day=0.5,
     megsa_end="2012-01-03",
 )
 

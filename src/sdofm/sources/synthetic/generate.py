@@ -1,0 +1,419 @@
+"""Write the synthetic Sun: SDOML v2 stores, event lists, indices, FITS files and ground truth.
+
+Generation streams frame by frame (and EVE/GOES in bounded buffers), so memory does not grow
+with the time range; output is written through `atomic_output`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from sdofm.io import atomic_output
+from sdofm.sources.sdoml import AIA_CHANNELS, COMPRESSOR, EVE_GROUP, EVE_TIME_FORMAT, HMI_COMPONENTS
+from sdofm.sources.synthetic import flares as fl
+from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
+from sdofm.sources.synthetic.fits import aia_filename, write_aia_fits, write_hmi_fits
+from sdofm.sources.synthetic.instrument import (
+    CHANNELS,
+    FLARE_KERNEL_RAD,
+    DegradationTable,
+    render_channel,
+)
+from sdofm.sources.synthetic.sun import (
+    RSUN_CM,
+    Disk,
+    b0_angle,
+    make_regions,
+    radial_field,
+    region_states,
+)
+
+__all__ = ["SyntheticSun", "generate"]
+
+AU_M = 149_597_870_700.0
+EVE_FLUSH_ROWS = 10_080  # one week at 1-min cadence per EVE chunk
+CHUNK = 15  # frames per chunk, as in SDOML v2
+
+
+@dataclass(frozen=True)
+class SyntheticSun:
+    """Settings of the synthetic Sun (the ``synthetic:`` config block)."""
+
+    seed: int = 42
+    start: str = "2011-01-01"
+    end: str = "2012-01-01"
+    cadence_minutes: int = 720
+    eve_cadence_minutes: int = 60
+    goes_cadence_minutes: int = 1
+    image_size: int = 64
+    regions_per_day: float = 0.15
+    b0: bool = False
+    megsa_end: str = "2014-05-26"
+    fits_start: str | None = None
+    fits_end: str | None = None
+    fits_image_size: int = 256
+
+    @property
+    def times(self) -> pd.DatetimeIndex:
+        return pd.date_range(
+            self.start, self.end, freq=f"{self.cadence_minutes}min", inclusive="left"
+        )
+
+
+class _Sun:
+    """Everything that is fixed for a run: catalogues, calibration, cached geometry."""
+
+    def __init__(self, sun: SyntheticSun):
+        self.sun = sun
+        rng = np.random.default_rng(sun.seed)
+        start, end = pd.Timestamp(sun.start), pd.Timestamp(sun.end)
+        days = (end - start) / pd.Timedelta(days=1) + 30
+        self.regions = make_regions(rng, rng.poisson(sun.regions_per_day * days), start, end)
+        self.flares = fl.make_flares(rng, self.regions, start - pd.Timedelta(days=1), end)
+        self.flare_set = fl.FlareSet(self.flares)
+        self.degradation = DegradationTable()
+        self._disks: dict[tuple[int, float], Disk] = {}
+
+    def disk(self, t: pd.Timestamp, size: int) -> Disk:
+        b0 = round(b0_angle(t), 2) if self.sun.b0 else 0.0
+        key = (size, b0)
+        if key not in self._disks:
+            self._disks = {key: Disk(size, b0)}  # one geometry at a time: memory stays flat
+        return self._disks[key]
+
+    def unsigned_flux(self, t: pd.Timestamp) -> float:
+        """Total unsigned flux (Mx) of the regions on the visible hemisphere."""
+        s = region_states(self.regions, t)
+        return float(2 * s.flux[s.visible].sum())
+
+    def render(self, t: pd.Timestamp, size: int) -> tuple[Disk, np.ndarray, dict[str, np.ndarray]]:
+        """Noise-free radial field and AIA intensities at ``t``."""
+        disk = self.disk(t, size)
+        state = region_states(self.regions, t)
+        br = radial_field(state, disk)
+        front = np.flatnonzero(np.abs(state.lon) < 95.0)
+        regions = [
+            (
+                disk.distance(state.lat[i], state.lon[i]),
+                np.deg2rad(state.separation[i]),
+                state.flux[i] / 1e22,
+            )
+            for i in front
+        ]
+        images = {}
+        fs = self.flare_set
+        for name in AIA_CHANNELS:
+            idx, level = fs.levels(t, CHANNELS[name].flare_delay_min)
+            flare_maps = [
+                (disk.distance(fs.lat[f], fs.lon[f]), lv)
+                for f, lv in zip(idx, level[0], strict=True)
+                if lv > 1e-3
+            ]
+            images[name] = render_channel(name, disk, regions, flare_maps)
+        return disk, br, images
+
+    def flare_disk_mean(self, times: pd.DatetimeIndex, name: str, size: int) -> np.ndarray:
+        """Flare emission of channel ``name`` averaged over the image at ``times`` (for EVE)."""
+        fs = self.flare_set
+        idx, level = fs.levels(times, CHANNELS[name].flare_delay_min)
+        if len(idx) == 0:
+            return np.zeros(len(times))
+        sigma_px = FLARE_KERNEL_RAD * self.disk(times[0], size).rsun_px
+        mu = np.cos(np.deg2rad(fs.lat[idx])) * np.cos(np.deg2rad(fs.lon[idx]))
+        area = 2 * np.pi * sigma_px**2 * np.clip(mu, 0.05, 1.0)  # foreshortened kernel
+        ch = CHANNELS[name]
+        return ch.quiet * ch.flare_gain * (level * area).sum(axis=1) / size**2
+
+
+def _frame_arrays(group: zarr.Group, names, n: int, shape: tuple) -> dict[str, zarr.Array]:
+    """SDOML v2 frame arrays: (n, H, W) float32, 15-frame chunks, Blosc zstd."""
+    return {
+        name: group.create_array(
+            name,
+            shape=(n, *shape),
+            chunks=(CHUNK, *shape),
+            dtype="float32",
+            compressors=COMPRESSOR,
+        )
+        for name in names
+    }
+
+
+class _EveWriter:
+    """Appends EVE rows to the MEGS-A group in week-sized blocks (bounded memory)."""
+
+    def __init__(self, path: Path):
+        self.group = zarr.open_group(path, mode="w", zarr_format=2).require_group(EVE_GROUP)
+        self.arrays = {
+            "Time": self.group.create_array("Time", shape=(0,), chunks=(EVE_FLUSH_ROWS,), dtype=str)
+        }
+        for line, (_, _, weights) in EVE_LINES.items():
+            self.arrays[line] = self.group.create_array(
+                line, shape=(0,), chunks=(EVE_FLUSH_ROWS,), dtype="float32", fill_value=-1.0
+            )
+            self.arrays[line].attrs.update({"units": "W/m^2", "channels": sorted(weights)})
+        self.buffer: dict[str, list] = {k: [] for k in self.arrays}
+
+    def add(self, times: pd.DatetimeIndex, values: dict[str, np.ndarray]) -> None:
+        self.buffer["Time"].extend(t.strftime(EVE_TIME_FORMAT) for t in times)
+        for line, v in values.items():
+            self.buffer[line].extend(np.asarray(v, np.float32))
+        if len(self.buffer["Time"]) >= EVE_FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer["Time"]:
+            return
+        for name, arr in self.arrays.items():
+            dtype = str if name == "Time" else np.float32
+            arr.append(np.array(self.buffer[name], dtype=dtype))
+            self.buffer[name] = []
+
+
+def _write_csv_block(df: pd.DataFrame, path: Path) -> None:
+    df.to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6e")
+
+
+def _write_goes(sun: SyntheticSun, model: _Sun, path: Path) -> None:
+    """GOES XRS 1–8 Å series, a day at a time; background rises with the visible flux."""
+    start, end = pd.Timestamp(sun.start), pd.Timestamp(sun.end)
+    for day in pd.date_range(start.floor("D"), end, freq="D", inclusive="left"):
+        times = pd.date_range(
+            max(day, start),
+            min(day + pd.Timedelta(days=1), end),
+            freq=f"{sun.goes_cadence_minutes}min",
+            inclusive="left",
+        )
+        if len(times) == 0:
+            continue
+        ends = [model.unsigned_flux(times[0]), model.unsigned_flux(times[-1])]
+        flux = np.interp(np.arange(len(times)), [0, len(times) - 1], ends)
+        background = fl.BACKGROUND * (1 + flux / 2e22) ** 1.5
+        xrsb = fl.goes_xrs(times, model.flares, background)
+        _write_csv_block(pd.DataFrame({"time": times, "xrsb_flux": xrsb}), path)
+
+
+def _write_f107(sun: SyntheticSun, model: _Sun, path: Path) -> None:
+    """Daily F10.7 at 20 UT (Penticton's local noon) from the visible unsigned flux."""
+    days = pd.date_range(pd.Timestamp(sun.start).floor("D"), sun.end, freq="D", inclusive="left")
+    t20 = days + pd.Timedelta(hours=20)
+    rng = np.random.default_rng([sun.seed, 3])
+    flux = np.array([model.unsigned_flux(t) for t in t20])
+    adjusted = 65.0 + 2.5e-21 * flux + rng.normal(0.0, 3.0, len(days))
+    # Observed flux is not corrected to 1 AU: it varies ±3.4 % over the year.
+    dist = 1 - 0.0167 * np.cos(2 * np.pi * (t20.dayofyear - 4) / 365.25)
+    pd.DataFrame(
+        {
+            "time": t20.strftime("%Y-%m-%dT%H:%M:%S"),
+            "observed_flux": adjusted / dist**2,
+            "adjusted_flux": adjusted,
+        }
+    ).to_csv(path, index=False, float_format="%.2f")
+
+
+def _write_flare_lists(flares: pd.DataFrame, public: Path, truth: Path) -> None:
+    """The public event list (front side, HEK column names) and the full truth catalogue."""
+    front = flares[flares["front_side"]]
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    pd.DataFrame(
+        {
+            "event_starttime": front["start_time"].dt.strftime(fmt),
+            "event_peaktime": front["peak_time"].dt.strftime(fmt),
+            "event_endtime": front["end_time"].dt.strftime(fmt),
+            "fl_goescls": front["goes_class"],
+            "fl_peakflux": front["peak_flux"],
+            "hgs_x": front["longitude_deg"].round(2),
+            "hgs_y": front["latitude_deg"].round(2),
+            "ar_noaanum": front["noaa_number"],
+            "frm_name": "SWPC",
+        }
+    ).to_csv(public, index=False)
+    flares.to_csv(truth, index=False, date_format=fmt)
+
+
+def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) -> pd.DataFrame:
+    """Render every frame, write AIA and HMI stores (and FITS in the window) and EVE rows.
+
+    Returns the noise-free disk mean of each channel per frame (ground truth, one row a frame).
+    """
+    times = sun.times
+    aia = zarr.open_group(tmp / "sdomlv2_small.zarr", mode="w", zarr_format=2)
+    hmi = zarr.open_group(tmp / "sdomlv2_hmi.zarr", mode="w", zarr_format=2)
+    fits_window = (pd.Timestamp(sun.fits_start or sun.end), pd.Timestamp(sun.fits_end or sun.end))
+    fits_dir = tmp / "fits"
+    (fits_dir / "aia").mkdir(parents=True)
+    (fits_dir / "hmi").mkdir(parents=True)
+    size, shape = sun.image_size, (sun.image_size, sun.image_size)
+    quiet_mean = {
+        n: render_channel(n, model.disk(times[0], size), [], []).mean() for n in AIA_CHANNELS
+    }
+    eve_times = pd.date_range(
+        sun.start, sun.end, freq=f"{sun.eve_cadence_minutes}min", inclusive="left"
+    )
+    megsa_end = pd.Timestamp(sun.megsa_end)
+    disk_means = np.zeros((len(times), len(AIA_CHANNELS)))
+    prev = None
+    years = times.year.to_numpy()
+    for year in np.unique(years):
+        idx = np.flatnonzero(years == year)
+        arrays = {
+            **_frame_arrays(aia.require_group(str(year)), AIA_CHANNELS, len(idx), shape),
+            **_frame_arrays(hmi.require_group(str(year)), HMI_COMPONENTS, len(idx), shape),
+        }
+        attrs: dict[str, dict[str, list]] = {n: {} for n in arrays}
+        buf = np.zeros((len(arrays), CHUNK, *shape), np.float32)
+        for j, i in enumerate(idx):
+            t, b = times[i], j % CHUNK
+            rng = np.random.default_rng([sun.seed, int(i)])
+            disk, br, images = model.render(t, size)
+            in_fits = fits_window[0] <= t < fits_window[1]
+            if in_fits:  # level-1 files at their own resolution, from the same Sun
+                fits_disk, fits_br, fits_images = model.render(t, sun.fits_image_size)
+                write_hmi_fits(
+                    fits_dir / "hmi" / f"hmi.m_45s.{t:%Y%m%d_%H%M%S}_TAI.fits",
+                    fits_br * fits_disk.mu,
+                    t_obs=t,
+                    disk=fits_disk,
+                )
+            for k, comp in enumerate(HMI_COMPONENTS):  # the radial field seen along x, y, z
+                proj = (disk.x, disk.y, disk.mu)[k]
+                buf[len(AIA_CHANNELS) + k, b] = br * proj + rng.normal(0.0, 8.0, shape) * disk.on
+                _frame_attrs(attrs[comp], disk, t, hmi=True)
+            for k, name in enumerate(AIA_CHANNELS):
+                ch = CHANNELS[name]
+                disk_means[i, k] = images[name].mean()
+                exptime = round(ch.exptime * rng.uniform(0.85, 1.0), 4)
+                deg = float(model.degradation.factor(name, t)[0])
+                counts = rng.poisson(images[name] * exptime * deg)  # what the CCD records
+                # SDOML v2: divided by exposure and degradation.
+                buf[k, b] = counts / (exptime * deg)
+                t_obs = t + pd.Timedelta(seconds=round(float(rng.uniform(0, 12)), 2))
+                _frame_attrs(attrs[name], disk, t_obs, exptime=exptime, deg=deg, wave=name)
+                if in_fits:  # raw counts: degraded, not exposure-normalised
+                    raw = rng.poisson(fits_images[name] * exptime * deg)
+                    write_aia_fits(
+                        fits_dir / "aia" / aia_filename(name, t_obs),
+                        raw,
+                        channel=name,
+                        t_obs=t_obs,
+                        exptime=exptime,
+                        disk=fits_disk,
+                    )
+            if b == CHUNK - 1 or j == len(idx) - 1:
+                for k, arr in enumerate(arrays.values()):
+                    arr[j - b : j + 1] = buf[k, : b + 1]
+            # EVE rows between the previous frame and this one: the interpolated disk-integrated
+            # emission plus the flares at each EVE time (flares last less than a cadence; the
+            # little flare light already in the two frames is not removed).
+            lo, hi = (times[i - 1] if i else pd.Timestamp(sun.start)), t
+            if i == len(times) - 1:
+                hi = pd.Timestamp(sun.end) + pd.Timedelta(microseconds=1)
+            sel = eve_times[(eve_times >= lo) & (eve_times < hi)]
+            if len(sel):
+                now = disk_means[i]
+                before = prev if prev is not None else now
+                frac = np.clip((sel - lo) / max(t - lo, pd.Timedelta(seconds=1)), 0, 1)
+                relative = {}
+                for k, name in enumerate(AIA_CHANNELS):
+                    base = before[k] + (now[k] - before[k]) * np.asarray(frac)
+                    flare = model.flare_disk_mean(sel, name, size)
+                    relative[name] = (base + flare) / quiet_mean[name]
+                values = eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
+                missing = (sel >= megsa_end) | (rng.uniform(size=len(sel)) < 0.005)
+                eve.add(sel, {ln: np.where(missing, -1.0, v) for ln, v in values.items()})
+            prev = disk_means[i].copy()
+        for name, arr in arrays.items():
+            arr.attrs.update(attrs[name])
+    eve.flush()
+    return pd.DataFrame(disk_means, index=times.rename("time"), columns=list(AIA_CHANNELS))
+
+
+def _frame_attrs(
+    attrs: dict[str, list],
+    disk: Disk,
+    t: pd.Timestamp,
+    *,
+    hmi: bool = False,
+    exptime: float = 0.0,
+    deg: float = 1.0,
+    wave: str = "",
+) -> None:
+    """Append one frame's FITS keywords to the per-array attrs lists (SDOML v2 style)."""
+    keys = {
+        "T_OBS": (t + pd.Timedelta(seconds=34)).strftime("%Y.%m.%d_%H:%M:%S_TAI")
+        if hmi
+        else t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z",
+        "CDELT1": disk.cdelt,
+        "CDELT2": disk.cdelt,
+        "CRPIX1": (disk.size + 1) / 2,
+        "CRPIX2": (disk.size + 1) / 2,
+        "CRVAL1": 0.0,
+        "CRVAL2": 0.0,
+        "CROTA2": 0.0,
+        "CTYPE1": "HPLN-TAN",
+        "CTYPE2": "HPLT-TAN",
+        "CUNIT1": "arcsec",
+        "CUNIT2": "arcsec",
+        "R_SUN": disk.rsun_px,
+        "RSUN_OBS": 976.0,
+        "DSUN_OBS": AU_M,
+        "CRLT_OBS": disk.b0_deg,
+        "QUALITY": 0,
+    }
+    if hmi:
+        keys.update({"TELESCOP": "SDO/HMI", "BUNIT": "Gauss"})
+    else:
+        keys.update(
+            {
+                "TELESCOP": "SDO/AIA",
+                "WAVELNTH": int(wave[:-1]),
+                "WAVEUNIT": "angstrom",
+                "EXPTIME": exptime,
+                "DEG_COR": round(deg, 6),
+                "PIXLUNIT": "DN/s",
+            }
+        )
+    for k, v in keys.items():
+        attrs.setdefault(k, []).append(v)
+
+
+def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
+    """Write the synthetic Sun to ``out`` and return its top-level entries by name."""
+    with atomic_output(out) as tmp:
+        tmp.mkdir()
+        model = _Sun(sun)
+        truth = tmp / "ground_truth"
+        truth.mkdir()
+        eve = _EveWriter(tmp / "sdomlv2_eve.zarr")
+        disk_means = _aia_hmi_frames(sun, model, tmp, eve)
+        disk_means.to_csv(truth / "aia_disk_mean.csv")
+        _write_goes(sun, model, tmp / "goes_xrs.csv")
+        _write_f107(sun, model, tmp / "f107.csv")
+        _write_flare_lists(model.flares, tmp / "flares.csv", truth / "flares.csv")
+        model.degradation.write(tmp / "aia_correction_table.txt")
+        days = pd.date_range(pd.Timestamp(sun.start).floor("D"), sun.end, freq="D")
+        pd.DataFrame(
+            {n: model.degradation.factor(n, days) for n in AIA_CHANNELS}, index=days.rename("time")
+        ).to_csv(truth / "degradation.csv")
+        model.regions.to_csv(truth / "regions.csv", index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        params = {
+            "settings": asdict(sun),
+            "channels": {n: asdict(c) for n, c in CHANNELS.items()},
+            "eve_lines": {
+                k: {"base": b, "power": p, "weights": w} for k, (b, p, w) in EVE_LINES.items()
+            },
+            "flares": {
+                "index": fl.FLARE_INDEX,
+                "min_peak": fl.MIN_PEAK,
+                "rate_per_day": fl.RATE_PER_DAY,
+            },
+            "rsun_cm": RSUN_CM,
+        }
+        (truth / "parameters.json").write_text(json.dumps(params, indent=2))
+    return {p.name: p for p in Path(out).iterdir()}

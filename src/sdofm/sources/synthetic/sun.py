@@ -1,0 +1,172 @@
+"""Active regions of the synthetic Sun: emergence, rotation, decay and their magnetic field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Disk",
+    "RegionState",
+    "b0_angle",
+    "make_regions",
+    "radial_field",
+    "region_states",
+    "snodgrass_rate",
+]
+
+RSUN_ARCSEC = 976.0  # SDOML v2 rescales the Sun to this radius
+RSUN_CM = 6.957e10
+SDOML_CDELT_512 = 4.8  # arcsec per pixel at 512² (0.6″ × 8)
+# Seen from SDO the Sun turns slower than sidereal by Earth's orbital motion.
+EARTH_ORBIT_DEG_PER_DAY = 0.9856
+GROWTH_DAYS = 3.0  # regions emerge over a few days, then decay exponentially
+
+
+def snodgrass_rate(lat_deg: np.ndarray | float) -> np.ndarray:
+    """Sidereal differential rotation rate (deg/day), Snodgrass & Ulrich (1990)."""
+    s2 = np.sin(np.deg2rad(lat_deg)) ** 2
+    return 14.713 - 2.396 * s2 - 1.787 * s2**2
+
+
+def b0_angle(t: pd.Timestamp) -> float:
+    """Heliographic latitude of the disk centre (deg): ±7.25° over the year, 0 near 6 June."""
+    day = (t - pd.Timestamp(t.year, 6, 6)) / pd.Timedelta(days=365.25)
+    return 7.25 * float(np.sin(2 * np.pi * day))
+
+
+def make_regions(
+    rng: np.random.Generator, n: int, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """The active-region catalogue, the ground truth of the magnetic field.
+
+    Latitudes ±N(15.7°, 6.1°), Joy's-law tilt (leading spot nearer the equator), lognormal flux,
+    Hale polarity by hemisphere, and complexity (Mount Wilson-like 1 = β, 2 = βγ, 3 = βγδ) more
+    likely for large flux.
+    """
+    span = (end - start) / pd.Timedelta(days=1) + 30.0
+    hemisphere = rng.choice([-1.0, 1.0], n)
+    lat = hemisphere * np.clip(rng.normal(15.7, 6.1, n), 2.0, 40.0)
+    flux = np.exp(rng.normal(np.log(3e21), 0.8, n))
+    p_complex = np.clip(0.1 + 0.25 * np.log(flux / 3e21), 0.02, 0.9)
+    complexity = 1 + (rng.uniform(size=n) < p_complex) + (rng.uniform(size=n) < p_complex / 2)
+    return pd.DataFrame(
+        {
+            "region_id": np.arange(n),
+            "noaa_number": 11000 + np.arange(n),
+            "emergence": start + pd.to_timedelta(rng.uniform(-30.0, span - 30.0, n), unit="D"),
+            "latitude_deg": lat,
+            # Stonyhurst longitude at emergence: regions emerge all around the Sun.
+            "longitude_deg": rng.uniform(-180.0, 180.0, n),
+            "tilt_deg": 0.5 * np.abs(lat),  # Joy's law
+            "flux_mx": flux,
+            "separation_deg": np.clip(3.0 * (flux / 3e21) ** 0.4, 1.5, 10.0),
+            "lifetime_days": rng.lognormal(np.log(15.0), 0.4, n),
+            "polarity": hemisphere,  # Hale's law: leading polarity by hemisphere
+            "complexity": complexity.astype(int),
+        }
+    )
+
+
+def growth(age_days: np.ndarray, lifetime_days: np.ndarray) -> np.ndarray:
+    """Fraction of a region's peak flux at a given age (0 before emergence)."""
+    a = np.asarray(age_days, float)
+    g = np.minimum(a / GROWTH_DAYS, 1.0) * np.exp(-np.maximum(a - GROWTH_DAYS, 0.0) / lifetime_days)
+    return np.where(a >= 0, g, 0.0)
+
+
+@dataclass
+class RegionState:
+    """Where the active regions are at one time, and how strong."""
+
+    region_id: np.ndarray
+    lat: np.ndarray  # deg
+    lon: np.ndarray  # Stonyhurst deg in [-180, 180)
+    flux: np.ndarray  # Mx, current (peak flux × growth)
+    separation: np.ndarray  # deg between the spots
+    tilt: np.ndarray  # deg
+    polarity: np.ndarray
+    complexity: np.ndarray
+
+    @property
+    def visible(self) -> np.ndarray:
+        return np.abs(self.lon) < 90.0
+
+
+def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
+    """Positions (Snodgrass rotation) and fluxes of the living regions at time ``t``."""
+    age = (t - regions["emergence"]).dt.total_seconds().to_numpy() / 86400.0
+    g = growth(age, regions["lifetime_days"].to_numpy())
+    alive = g > 1e-3
+    r = regions[alive]
+    rate = snodgrass_rate(r["latitude_deg"].to_numpy()) - EARTH_ORBIT_DEG_PER_DAY
+    lon = (r["longitude_deg"].to_numpy() + rate * age[alive] + 180.0) % 360.0 - 180.0
+    return RegionState(
+        region_id=r["region_id"].to_numpy(),
+        lat=r["latitude_deg"].to_numpy(),
+        lon=lon,
+        flux=r["flux_mx"].to_numpy() * g[alive],
+        separation=r["separation_deg"].to_numpy(),
+        tilt=r["tilt_deg"].to_numpy(),
+        polarity=r["polarity"].to_numpy(),
+        complexity=r["complexity"].to_numpy(),
+    )
+
+
+class Disk:
+    """Pixel geometry of the disk at one image size and B0 angle, SDOML v2 scale (976″ radius)."""
+
+    def __init__(self, size: int, b0_deg: float = 0.0):
+        self.size = size
+        self.b0_deg = b0_deg
+        self.cdelt = SDOML_CDELT_512 * 512 / size  # arcsec per pixel
+        self.rsun_px = RSUN_ARCSEC / self.cdelt
+        c = (size - 1) / 2
+        yy, xx = np.mgrid[0:size, 0:size]
+        self.x = (xx - c) / self.rsun_px  # solar-west, in solar radii
+        self.y = (yy - c) / self.rsun_px  # solar-north
+        self.r = np.hypot(self.x, self.y)
+        self.on = self.r < 1.0
+        self.mu = np.sqrt(np.clip(1.0 - self.r**2, 0.0, 1.0))  # cosine of the viewing angle
+        b0 = np.deg2rad(b0_deg)
+        # Heliographic coordinates of each on-disk pixel (observer tilted by B0).
+        self.lat = np.arcsin(np.clip(self.y * np.cos(b0) + self.mu * np.sin(b0), -1.0, 1.0))
+        self.lon = np.arctan2(self.x, self.mu * np.cos(b0) - self.y * np.sin(b0))
+        self.pixel_area_cm2 = (self.cdelt / RSUN_ARCSEC * RSUN_CM) ** 2
+
+    def distance(self, lat_deg: float, lon_deg: float) -> np.ndarray:
+        """Great-circle distance (rad) of each pixel's surface point from (lat, lon)."""
+        lat, lon = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
+        cosd = np.sin(self.lat) * np.sin(lat) + np.cos(self.lat) * np.cos(lat) * np.cos(
+            self.lon - lon
+        )
+        return np.arccos(np.clip(cosd, -1.0, 1.0))
+
+
+def _footpoints(state: RegionState, i: int) -> list[tuple[float, float, float]]:
+    """(lat, lon, sign) of the leading and following spots of region ``i``."""
+    half = state.separation[i] / 2
+    tilt = np.deg2rad(state.tilt[i])
+    toward_equator = -np.sign(state.lat[i])
+    dlat = half * np.sin(tilt) * toward_equator
+    dlon = half * np.cos(tilt) / np.cos(np.deg2rad(state.lat[i]))
+    lead = (state.lat[i] + dlat, state.lon[i] + dlon, state.polarity[i])
+    follow = (state.lat[i] - dlat, state.lon[i] - dlon, -state.polarity[i])
+    return [lead, follow]
+
+
+def radial_field(state: RegionState, disk: Disk) -> np.ndarray:
+    """Radial field B_r (G) on the visible disk: a Gaussian spot pair per region.
+
+    The peak field follows from flux conservation, B = Φ / (2π σ²), with σ a quarter of the
+    spot separation, so the integrated unsigned flux of each polarity is the region's flux.
+    """
+    br = np.zeros(disk.x.shape)
+    for i in np.flatnonzero(np.abs(state.lon) < 100.0):
+        sigma = np.deg2rad(state.separation[i] / 4)
+        peak = state.flux[i] / (2 * np.pi * (sigma * RSUN_CM) ** 2)
+        for lat, lon, sign in _footpoints(state, i):
+            br += sign * peak * np.exp(-0.5 * (disk.distance(lat, lon) / sigma) ** 2)
+    return br * disk.on
