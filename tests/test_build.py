@@ -130,24 +130,31 @@ def test_held_out_rows_do_not_touch_the_statistics(pulled, tiny_config, tmp_path
     assert all_mean[k] > ds.norm_mean.values[k] + 0.5  # what a leaky build would have used
 
 
-def test_eve_nan_where_source_missing(built, pulled, tiny_config):
+def test_eve_nan_where_source_missing(pulled, tiny_config, tmp_path):
     """EVE values are copied at the matched times, NaN where the source was negative."""
-    ds, _, _ = built
-    g = zarr.open_group(pulled / "eve.zarr", mode="r")[EVE_GROUP]
-    tol = pd.Timedelta(minutes=tiny_config["data"]["eve_tolerance_minutes"])
-    pos = pd.Index(eve_times(g)).get_indexer(
-        pd.DatetimeIndex(ds.time.values), method="nearest", tolerance=tol
+    sdoml = tmp_path / "sdoml"
+    shutil.copytree(pulled, sdoml)
+    g = zarr.open_group(sdoml / "eve.zarr", mode="r+")[EVE_GROUP]
+    out = tmp_path / "ds.zarr"
+    grid = pd.date_range(
+        tiny_config["data"]["start"], tiny_config["data"]["end"], freq="720min", inclusive="left"
     )
+    tol = pd.Timedelta(minutes=tiny_config["data"]["eve_tolerance_minutes"])
+    pos = pd.Index(eve_times(g)).get_indexer(grid, method="nearest", tolerance=tol)
     assert (pos >= 0).all()
-    n_missing = 0
+    planted = g["Fe IX"][:]
+    planted[pos[[3, 50, 100]]] = -1.0  # dropouts at three matched times
+    g["Fe IX"][:] = planted
+    build_dataset(sdoml, out, _params(tiny_config))
+    ds = open_dataset(out)
     for k, line in enumerate(tiny_config["data"]["eve_lines"]):
         src = np.asarray(g[line][:])[pos]
         got = ds.eve.values[:, k]
         missing = src < 0
-        n_missing += missing.sum()
         assert np.isnan(got[missing]).all(), line
         np.testing.assert_array_equal(got[~missing], src[~missing])
-    assert n_missing > 0  # the tiny mirror has dropouts, so the check above did something
+    k = tiny_config["data"]["eve_lines"].index("Fe IX")
+    assert np.isnan(ds.eve.values[[3, 50, 100], k]).all()
 
 
 def test_match_times_tolerance():

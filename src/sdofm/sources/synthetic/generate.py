@@ -21,8 +21,8 @@ from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
 from sdofm.sources.synthetic.fits import aia_filename, write_aia_fits, write_hmi_fits
 from sdofm.sources.synthetic.instrument import (
     CHANNELS,
-    FLARE_KERNEL_RAD,
     DegradationTable,
+    flare_sigma,
     render_channel,
 )
 from sdofm.sources.synthetic.sun import (
@@ -52,7 +52,7 @@ class SyntheticSun:
     eve_cadence_minutes: int = 60
     goes_cadence_minutes: int = 1
     image_size: int = 64
-    regions_per_day: float = 0.15
+    regions_per_day: float = 0.3
     b0: bool = False
     megsa_end: str = "2014-05-26"
     fits_start: str | None = None
@@ -124,7 +124,8 @@ class _Sun:
         idx, level = fs.levels(times, CHANNELS[name].flare_delay_min)
         if len(idx) == 0:
             return np.zeros(len(times))
-        sigma_px = FLARE_KERNEL_RAD * self.disk(times[0], size).rsun_px
+        disk = self.disk(times[0], size)
+        sigma_px = flare_sigma(disk) * disk.rsun_px
         mu = np.cos(np.deg2rad(fs.lat[idx])) * np.cos(np.deg2rad(fs.lon[idx]))
         area = 2 * np.pi * sigma_px**2 * np.clip(mu, 0.05, 1.0)  # foreshortened kernel
         ch = CHANNELS[name]

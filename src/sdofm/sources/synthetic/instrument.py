@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from astropy.table import Table
 
-from sdofm.sources.synthetic.sun import Disk
+from sdofm.sources.synthetic.sun import MIN_SIGMA_PX, Disk
 
-__all__ = ["CHANNELS", "Channel", "DegradationTable", "render_channel"]
+__all__ = ["CHANNELS", "Channel", "DegradationTable", "flare_sigma", "render_channel"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,11 @@ class DegradationTable:
 FLARE_KERNEL_RAD = np.deg2rad(1.0)  # flare kernels are compact: ~1° on the surface
 
 
+def flare_sigma(disk: Disk) -> float:
+    """Width (rad) flare kernels are rendered at: 1°, or half a pixel where pixels are coarser."""
+    return max(FLARE_KERNEL_RAD, MIN_SIGMA_PX / disk.rsun_px)
+
+
 def render_channel(
     name: str,
     disk: Disk,
@@ -140,9 +145,14 @@ def render_channel(
     if ch.corona > 0:
         off = ~disk.on
         img[off] = ch.quiet * ch.corona * np.exp(-(disk.r[off] - 1.0) / 0.08)
+    # Region and flare light: on the disk, and above the limb only for the optically thin
+    # EUV corona (falling off with height); the UV continuum has nothing off the disk.
+    height = np.where(disk.on, 1.0, np.exp(-(disk.r - 1.0) / 0.05) if ch.corona > 0 else 0.0)
+    active = np.zeros_like(img)
     for dist, separation, strength in regions:
         sigma = ch.width * separation
-        img += ch.quiet * ch.contrast * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
+        active += ch.quiet * ch.contrast * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
+    sigma_flare = flare_sigma(disk)
     for dist, c1 in flares:
-        img += ch.quiet * ch.flare_gain * c1 * np.exp(-0.5 * (dist / FLARE_KERNEL_RAD) ** 2)
-    return img
+        active += ch.quiet * ch.flare_gain * c1 * np.exp(-0.5 * (dist / sigma_flare) ** 2)
+    return img + active * height

@@ -22,6 +22,8 @@ RSUN_CM = 6.957e10
 SDOML_CDELT_512 = 4.8  # arcsec per pixel at 512² (0.6″ × 8)
 # Seen from SDO the Sun turns slower than sidereal by Earth's orbital motion.
 EARTH_ORBIT_DEG_PER_DAY = 0.9856
+# Narrowest feature (in pixels) a kernel is rendered at, so pixel sums conserve its integral.
+MIN_SIGMA_PX = 0.6
 GROWTH_DAYS = 3.0  # regions emerge over a few days, then decay exponentially
 
 
@@ -165,7 +167,8 @@ def radial_field(state: RegionState, disk: Disk) -> np.ndarray:
     """
     br = np.zeros(disk.x.shape)
     for i in np.flatnonzero(np.abs(state.lon) < 100.0):
-        sigma = np.deg2rad(state.separation[i] / 4)
+        # At least ~half a pixel wide: point samples of an unresolved spot would lose its flux.
+        sigma = max(np.deg2rad(state.separation[i] / 4), MIN_SIGMA_PX / disk.rsun_px)
         peak = state.flux[i] / (2 * np.pi * (sigma * RSUN_CM) ** 2)
         for lat, lon, sign in _footpoints(state, i):
             br += sign * peak * np.exp(-0.5 * (disk.distance(lat, lon) / sigma) ** 2)
