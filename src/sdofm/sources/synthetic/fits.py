@@ -101,6 +101,7 @@ def write_hmi_fits(path: str | Path, blos: np.ndarray, *, t_obs: pd.Timestamp, d
             **_geometry(disk, t_obs, AU_M),
         }
     )
-    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(blos.astype(np.float32), header)]).writeto(
-        path, overwrite=True
-    )
+    # Not tile-compressed: float tiles that cannot be quantised (the zeros off the disk) fall
+    # back to gzip, whose header holds the clock time, so the same Sun gave different bytes.
+    hdu = fits.ImageHDU(blos.astype(np.float32), header)
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path, overwrite=True)

@@ -39,6 +39,7 @@ __all__ = ["SyntheticSun", "generate"]
 AU_M = 149_597_870_700.0
 EVE_FLUSH_ROWS = 10_080  # one week at 1-min cadence per EVE chunk
 CHUNK = 15  # frames per chunk, as in SDOML v2
+HMI_NOISE_G = 8.0  # per-pixel noise of the HMI field components
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ def _write_goes(sun: SyntheticSun, model: _Sun, path: Path) -> None:
         ends = [model.unsigned_flux(times[0]), model.unsigned_flux(times[-1])]
         flux = np.interp(np.arange(len(times)), [0, len(times) - 1], ends)
         background = fl.BACKGROUND * (1 + flux / 2e22) ** 1.5
-        xrsb = fl.goes_xrs(times, model.flares, background)
+        xrsb = fl.goes_xrs(times, model.flare_set, background)
         _write_csv_block(pd.DataFrame({"time": times, "xrsb_flux": xrsb}), path)
 
 
@@ -278,13 +279,16 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 fits_disk, fits_br, fits_images = model.render(t, sun.fits_image_size)
                 write_hmi_fits(
                     fits_dir / "hmi" / f"hmi.m_45s.{t:%Y%m%d_%H%M%S}_TAI.fits",
-                    fits_br * fits_disk.mu,
+                    fits_br * fits_disk.mu
+                    + rng.normal(0.0, HMI_NOISE_G, fits_br.shape) * fits_disk.on,
                     t_obs=t,
                     disk=fits_disk,
                 )
             for k, comp in enumerate(HMI_COMPONENTS):  # the radial field seen along x, y, z
                 proj = (disk.x, disk.y, disk.mu)[k]
-                buf[len(AIA_CHANNELS) + k, b] = br * proj + rng.normal(0.0, 8.0, shape) * disk.on
+                buf[len(AIA_CHANNELS) + k, b] = (
+                    br * proj + rng.normal(0.0, HMI_NOISE_G, shape) * disk.on
+                )
                 _frame_attrs(attrs[comp], disk, t, hmi=True)
             for k, name in enumerate(AIA_CHANNELS):
                 ch = CHANNELS[name]

@@ -167,8 +167,7 @@ def radial_field(state: RegionState, disk: Disk) -> np.ndarray:
     """
     br = np.zeros(disk.x.shape)
     for i in np.flatnonzero(np.abs(state.lon) < 100.0):
-        # At least ~half a pixel wide: point samples of an unresolved spot would lose its flux.
-        sigma = max(np.deg2rad(state.separation[i] / 4), MIN_SIGMA_PX / disk.rsun_px)
+        sigma = np.deg2rad(state.separation[i] / 4)
         peak = state.flux[i] / (2 * np.pi * (sigma * RSUN_CM) ** 2)
         for lat, lon, sign in _footpoints(state, i):
             br += sign * peak * np.exp(-0.5 * (disk.distance(lat, lon) / sigma) ** 2)
