@@ -313,23 +313,12 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
             if b == CHUNK - 1 or j == len(idx) - 1:
                 for k, arr in enumerate(arrays.values()):
                     arr[j - b : j + 1] = buf[k, : b + 1]
-            # EVE rows between the previous frame and this one: the interpolated disk-integrated
-            # emission plus the flares at each EVE time (flares last less than a cadence; the
-            # little flare light already in the two frames is not removed).
-            lo, hi = (times[i - 1] if i else pd.Timestamp(sun.start)), t
-            if i == len(times) - 1:
-                hi = pd.Timestamp(sun.end) + pd.Timedelta(microseconds=1)
+            lo = times[i - 1] if i else pd.Timestamp(sun.start)
+            hi = t if i < len(times) - 1 else pd.Timestamp(sun.end) + pd.Timedelta(microseconds=1)
             sel = eve_times[(eve_times >= lo) & (eve_times < hi)]
             if len(sel):
-                now = disk_means[i]
-                before = prev if prev is not None else now
-                frac = np.clip((sel - lo) / max(t - lo, pd.Timedelta(seconds=1)), 0, 1)
-                relative = {}
-                for k, name in enumerate(AIA_CHANNELS):
-                    base = before[k] + (now[k] - before[k]) * np.asarray(frac)
-                    flare = model.flare_disk_mean(sel, name, size)
-                    relative[name] = (base + flare) / quiet_mean[name]
-                values = eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
+                before = prev if prev is not None else disk_means[i]
+                values = _eve_rows(sun, model, sel, lo, t, before, disk_means[i], quiet_mean, i)
                 missing = (sel >= megsa_end) | (rng.uniform(size=len(sel)) < 0.005)
                 eve.add(sel, {ln: np.where(missing, -1.0, v) for ln, v in values.items()})
             prev = disk_means[i].copy()
@@ -337,6 +326,19 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
             arr.attrs.update(attrs[name])
     eve.flush()
     return pd.DataFrame(disk_means, index=times.rename("time"), columns=list(AIA_CHANNELS))
+
+
+def _eve_rows(sun, model, sel, lo, t, before, now, quiet_mean, i) -> dict[str, np.ndarray]:
+    """EVE lines at times ``sel`` in [lo, t]: the disk-integrated emission interpolated between
+    the frames at lo and t, plus the flares at each EVE time (flares are shorter than a cadence;
+    the little flare light already in the two frames is not removed)."""
+    frac = np.clip((sel - lo) / max(t - lo, pd.Timedelta(seconds=1)), 0, 1)
+    relative = {}
+    for k, name in enumerate(AIA_CHANNELS):
+        base = before[k] + (now[k] - before[k]) * np.asarray(frac)
+        flare = model.flare_disk_mean(sel, name, sun.image_size)
+        relative[name] = (base + flare) / quiet_mean[name]
+    return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
 
 
 def _frame_attrs(
