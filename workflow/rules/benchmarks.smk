@@ -15,7 +15,8 @@ rule run_benchmark:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=runtime_for(240),
+        gpu=1,
     params:
         settings=benchmark_params,
         out_dir=subpath(output.metrics, parent=True),

@@ -37,5 +37,14 @@ def benchmark_params(wildcards):
     return shlex.quote(json.dumps(config["benchmarks"][wildcards.task], sort_keys=True))
 
 
+def runtime_for(minutes):
+    """Runtime (min) growing with each attempt, so a job killed at its limit retries longer."""
+
+    def runtime(wildcards, attempt):
+        return minutes * attempt
+
+    return runtime
+
+
 def all_reports():
     return expand(f"{RESULTS}/{{task}}/report.html", task=TASKS)

@@ -9,7 +9,7 @@ rule simulate_sun:
         ENV
     resources:
         mem_mb=2000,
-        runtime=60,
+        runtime=runtime_for(60),
     params:
         settings=as_arg("synthetic"),
     shell:
@@ -29,7 +29,7 @@ rule pull_sdoml:
         ENV
     resources:
         mem_mb=2000,
-        runtime=240,
+        runtime=runtime_for(240),
     params:
         settings=as_arg("sources", "data"),
     shell:
@@ -52,7 +52,7 @@ rule build_dataset:
         ENV
     resources:
         mem_mb=4000,
-        runtime=240,
+        runtime=runtime_for(240),
     params:
         settings=as_arg("data", "splits"),
     shell:

@@ -13,7 +13,8 @@ rule embed_times:
     threads: 2
     resources:
         mem_mb=4000,
-        runtime=120,
+        runtime=runtime_for(120),
+        gpu=1,
     params:
         settings=as_arg("embed"),
     shell:

@@ -12,8 +12,12 @@ rule pretrain_backbone:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=720,
+        runtime=runtime_for(720),
+        gpu=1,
+        # Launcher of the training processes: empty here; the slurm profile sets "srun", which
+        # starts one process per task (GPU) for Lightning's DDP across nodes.
+        mpi="",
     params:
         settings=as_arg("pretrain"),
     shell:
-        "sdofm pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"
+        "{resources.mpi} sdofm pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"

@@ -14,7 +14,7 @@ rule render_report:
         ENV
     resources:
         mem_mb=2000,
-        runtime=30,
+        runtime=runtime_for(30),
     shell:
         "sdofm report --notebook {input.notebook} --executed {output.executed}"
         " --html {output.html} -p metrics_path={input.metrics}"

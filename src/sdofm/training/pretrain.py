@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,12 @@ from typing import Any
 import lightning as L
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
 from sdofm.dataset.loader import SDODataModule, open_dataset
-from sdofm.io import atomic_output
 from sdofm.models import build_backbone
 
 __all__ = ["MAEPretrainer", "load_backbone", "pretrain"]
@@ -33,6 +36,7 @@ class MAEPretrainer(L.LightningModule):
         img_size: int,
         in_chans: int,
         channels: list[str],
+        dataset_hash: str,
         learning_rate: float,
         weight_decay: float,
         warmup_epochs: int,
@@ -92,6 +96,41 @@ def load_backbone(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any
     return net.eval(), hp
 
 
+def cluster_layout() -> dict[str, Any]:
+    """Trainer settings for how the process was launched.
+
+    Under ``srun`` (one process per GPU, possibly on several nodes) Lightning's SLURM environment
+    wires up DDP, and SIGUSR1 (sbatch ``--signal=USR1@<s>``) makes it checkpoint and requeue the
+    job before its time limit. Anywhere else: one device.
+    """
+    env = os.environ
+    if "SLURM_STEP_ID" in env and "SLURM_NTASKS" in env:
+        nodes = int(env.get("SLURM_NNODES", "1"))
+        per_node = env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0].split(",")[0]
+        devices = int(per_node) if per_node else int(env["SLURM_NTASKS"]) // nodes
+        plugin = SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)
+        return {
+            "devices": devices,
+            "num_nodes": nodes,
+            "plugins": [plugin],
+            "strategy": "ddp" if devices * nodes > 1 else "auto",
+        }
+    return {"devices": 1, "num_nodes": 1}
+
+
+def _resumable(ckpt: Path, hparams: dict[str, Any]) -> Path | None:
+    """``ckpt`` if it was written by this very configuration, else None (and it is removed)."""
+    if not ckpt.exists():
+        return None
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if dict(saved) == dict(hparams):
+        print(f"resuming from {ckpt} (epoch/step state restored)")
+        return ckpt
+    print(f"ignoring {ckpt}: it was written with other settings")
+    ckpt.unlink()
+    return None
+
+
 def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> dict[str, Any]:
     """Train the configured backbone; write the checkpoint to ``out`` and logs beside it.
 
@@ -115,6 +154,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         img_size=size,
         in_chans=len(channels),
         channels=channels,
+        dataset_hash=ds.attrs.get("config_hash", ""),
         learning_rate=params["learning_rate"],
         weight_decay=params["weight_decay"],
         warmup_epochs=params["warmup_epochs"],
@@ -125,22 +165,37 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     data = SDODataModule(
         dataset, batch_size=params["batch_size"], num_workers=params["num_workers"]
     )
-    log_dir = out.parent / "logs"
-    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir, ckpt_dir = out.parent / "logs", out.parent / "checkpoints"
+    # A retried or requeued job resumes from the last checkpoint of the same configuration.
+    resume = _resumable(ckpt_dir / "last.ckpt", dict(module.hparams))
+    if resume is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
         accelerator="auto",
-        devices=1,
         deterministic=True,
+        default_root_dir=ckpt_dir,  # where Lightning's SLURM requeue writes hpc_ckpt_*.ckpt
         logger=CSVLogger(log_dir, name="", version=""),
-        enable_checkpointing=False,
+        callbacks=[
+            # One rolling checkpoint, rewritten every epoch.
+            ModelCheckpoint(
+                dirpath=ckpt_dir, filename="last", every_n_epochs=1, enable_version_counter=False
+            )
+        ],
         enable_model_summary=False,
         log_every_n_steps=1,
         enable_progress_bar=sys.stderr.isatty(),  # bars on a terminal, not in job logs
+        **cluster_layout(),
     )
-    trainer.fit(module, datamodule=data)
-    with atomic_output(out) as tmp:
-        trainer.save_checkpoint(tmp)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    # Every rank takes part in saving (it synchronises); rank 0 writes, then renames, so no
+    # half-written checkpoint ever carries the output's name.
+    partial = out.with_name(f"{out.stem}.partial{out.suffix}")
+    trainer.save_checkpoint(partial)
+    if trainer.global_rank != 0:
+        return {}
+    partial.replace(out)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     history = pd.read_csv(log_dir / "metrics.csv").groupby("epoch").mean(numeric_only=True)
     history.to_csv(out.parent / "loss_history.csv")
     if not (history["train_loss"].dropna().iloc[-1] < history["train_loss"].dropna().iloc[0]):
