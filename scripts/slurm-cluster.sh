@@ -27,6 +27,8 @@ configure() {
     cpus=$(nproc)
     mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
     mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd "$LOGS"
+    # A fresh controller numbers jobs from 1 again: start its completion log afresh too.
+    [ -e /var/spool/slurmctld/job_state ] || : > "$LOGS/jobcomp.log"
     cat > "$CONF" <<CONF
 # Written by scripts/slurm-cluster.sh: a single-node test cluster.
 ClusterName=sdofm-test

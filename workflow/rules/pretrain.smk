@@ -14,10 +14,10 @@ rule pretrain_backbone:
         mem_mb=8000,
         runtime=runtime_for(720),
         gpu=1,
-        # Launcher of the training processes: empty here; the slurm profile sets "srun", which
-        # starts one process per task (GPU) for Lightning's DDP across nodes.
-        mpi="",
+        # Launcher of the training processes: none for one device; for several GPUs or nodes
+        # the slurm profile sets "srun", one process per task (Lightning turns them into DDP ranks).
+        launcher="",
     params:
         settings=as_arg("pretrain"),
     shell:
-        "{resources.mpi} sdofm pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"
+        "{resources.launcher} sdofm pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"
