@@ -118,16 +118,21 @@ def cluster_layout() -> dict[str, Any]:
     return {"devices": 1, "num_nodes": 1}
 
 
-def _resumable(ckpt: Path, hparams: dict[str, Any]) -> Path | None:
-    """``ckpt`` if it was written by this very configuration, else None (and it is removed)."""
-    if not ckpt.exists():
-        return None
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("hyper_parameters", {})
-    if dict(saved) == dict(hparams):
-        print(f"resuming from {ckpt} (epoch/step state restored)")
-        return ckpt
-    print(f"ignoring {ckpt}: it was written with other settings")
-    ckpt.unlink()
+def _resume_point(ckpt_dir: Path, hparams: dict[str, Any]) -> Path | None:
+    """The newest checkpoint in ``ckpt_dir`` written by this very configuration, if any.
+
+    Candidates are the rolling ``last.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt`` (written when
+    SLURM signals the time limit). Checkpoints of other settings are removed, not resumed.
+    """
+    newest_first = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in newest_first:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if dict(saved.get("hyper_parameters", {})) == dict(hparams):
+            step = saved.get("global_step")
+            print(f"resuming from {ckpt} (epoch {saved.get('epoch')}, step {step})")
+            return ckpt
+        print(f"ignoring {ckpt}: it was written with other settings")
+        ckpt.unlink()
     return None
 
 
@@ -166,10 +171,12 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         dataset, batch_size=params["batch_size"], num_workers=params["num_workers"]
     )
     log_dir, ckpt_dir = out.parent / "logs", out.parent / "checkpoints"
-    # A retried or requeued job resumes from the last checkpoint of the same configuration.
-    resume = _resumable(ckpt_dir / "last.ckpt", dict(module.hparams))
-    if resume is None:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    # A retried or requeued job resumes from the newest checkpoint of the same configuration;
+    # the loss history so far is kept (the CSV logger starts a new file).
+    resume = _resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
+    earlier = log_dir / "metrics.csv"
+    before = pd.read_csv(earlier) if resume and earlier.exists() else None
+    shutil.rmtree(log_dir, ignore_errors=True)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
         accelerator="auto",
@@ -196,7 +203,11 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         return {}
     partial.replace(out)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    history = pd.read_csv(log_dir / "metrics.csv").groupby("epoch").mean(numeric_only=True)
+    metrics = pd.read_csv(log_dir / "metrics.csv")
+    if before is not None:
+        metrics = pd.concat([before[before["epoch"] < metrics["epoch"].min()], metrics])
+        metrics.to_csv(log_dir / "metrics.csv", index=False)
+    history = metrics.groupby("epoch").mean(numeric_only=True)
     history.to_csv(out.parent / "loss_history.csv")
     if not (history["train_loss"].dropna().iloc[-1] < history["train_loss"].dropna().iloc[0]):
         # Not an error (a short run can be noisy) but worth seeing in the log.
