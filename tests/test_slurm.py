@@ -6,6 +6,7 @@ pretraining job once (scancel): Snakemake must retry it and still finish.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, TINY
@@ -128,3 +130,34 @@ def test_job_killed_by_slurm_is_retried(slurm_run):
     assert re.search(rf"JobId={ids[0]} .*JobState=CANCELLED", done)
     assert re.search(rf"JobId={ids[1]} .*JobState=COMPLETED", done)
     assert (slurm_run["workdir"] / "results" / "pretrain" / "mae_tiny" / "model.ckpt").exists()
+
+
+def test_pretraining_requeues_on_signal_and_resumes(cluster, dataset, tiny_config, tmp_path):
+    """SIGUSR1 (what `--signal=USR1@300` sends before the time limit): Lightning checkpoints and
+    requeues the job; the requeued job resumes mid-run and finishes with the whole history."""
+    params = {**tiny_config["pretrain"], "max_epochs": 150}
+    out = tmp_path / "pretrain" / "model.ckpt"
+    script = tmp_path / "job.sh"
+    script.write_text(
+        "#!/bin/bash\n"
+        f"#SBATCH --gpus=1 --mem=4000 --open-mode=append -o {tmp_path}/slurm.out\n"
+        f"export PATH={Path(sys.executable).parent}:$PATH\n"
+        f"srun sdofm pretrain --params '{json.dumps(params)}' --dataset {dataset} --out {out}\n"
+    )
+    job = subprocess.run(
+        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    last = out.parent / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True)
+    deadline = time.time() + 600  # SLURM holds a requeued job back for a while before restarting
+    while not out.exists() and time.time() < deadline:
+        time.sleep(2)
+    log = (tmp_path / "slurm.out").read_text()
+    assert "Requeued SLURM job" in log, log[-3000:]
+    assert re.search(r"resuming from .*hpc_ckpt_\d+\.ckpt", log), log[-3000:]
+    assert out.exists()
+    history = pd.read_csv(out.parent / "loss_history.csv")
+    assert list(history["epoch"]) == list(range(params["max_epochs"]))
