@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,17 @@ from sdofm.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run this repository's workflow in ``workdir``.
+
+    The virtual environment's ``bin`` goes first on PATH, as `make run` does, so the rules find
+    ``sdofm``.
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), *args]
+    return cmd, env
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, snakemake_command
 
 pytestmark = pytest.mark.slurm
 
@@ -47,19 +47,7 @@ def _squeue(fmt: str) -> list[str]:
 def slurm_run(cluster, tmp_path_factory):
     """Run the workflow through SLURM; cancel the first pretraining job once it runs."""
     workdir = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--profile",
-        "slurm",
-        "--directory",
-        str(workdir),
-        "all",
-        "--configfile",
-        str(TINY),
-    ]
+    cmd, env = snakemake_command(workdir, "--profile", "slurm", "all", "--configfile", str(TINY))
     log = workdir / "snakemake.out"
     started = time.time()
     with open(log, "w") as out:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
@@ -19,21 +17,9 @@ SNAKEFILE = ROOT / "workflow" / "Snakefile"
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path = TINY) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(configfile),
-        "--cores",
-        "2",
-        *args,
-    ]
+    cmd, env = snakemake_command(
+        workdir, "-s", str(SNAKEFILE), "--configfile", str(configfile), "--cores", "2", *args
+    )
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
