@@ -19,20 +19,24 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_output(out: str | Path) -> Iterator[Path]:
+def atomic_output(out: str | Path, *, resumable: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path to write ``out`` into; rename it to ``out`` on success.
 
     A crash or kill leaves at most a ``*.partial.*`` sibling, never something named ``out`` that
     Snakemake or a reader would take as complete. Works for files and directories (Zarr stores).
+    With ``resumable``, a partial output of an earlier attempt is handed back (and kept when this
+    attempt fails too), so the writer can carry on where it stopped.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f"{out.stem}.partial{out.suffix}")  # keeps the suffix readers check
-    _remove(tmp)
+    if not resumable:
+        _remove(tmp)
     try:
         yield tmp
     except BaseException:
-        _remove(tmp)
+        if not resumable:
+            _remove(tmp)
         raise
     _remove(out)
     tmp.rename(out)

@@ -1,20 +1,32 @@
-"""Streaming access to the ML-ready store: a torch Dataset and a Lightning DataModule."""
+"""Streaming access to the ML-ready store: a torch Dataset and a Lightning DataModule.
+
+The hot path (``SDOImages.__getitem__``) reads one sample as one chunk: on a local store it
+reads the chunk file and Blosc-decodes it straight into a reused buffer (no xarray, no zarr
+call per item); elsewhere it falls back to ``zarr_array[row]``. Normalisation constants are
+derived once per data set, and applied in place.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numcodecs
 import numpy as np
 import torch
 import xarray as xr
 import zarr
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
 
-__all__ = ["SDODataModule", "SDOImages", "Normaliser", "open_dataset"]
+__all__ = ["SDODataModule", "SDOImages", "Normaliser", "collate", "disk_mask", "open_dataset"]
+
+RSUN_ARCSEC = 976.0  # SDOML v2 rescales the Sun to this radius
+CDELT_512 = 4.8  # arcsec per pixel at 512²
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:
@@ -32,64 +44,254 @@ class Normaliser:
     def __init__(self, ds: xr.Dataset, channels: list[str] | None = None):
         sel = ds.sel(channel=channels) if channels else ds
         self.channels = [str(c) for c in sel.channel.values]
-        self.index = [list(ds.channel.values).index(c) for c in self.channels]
+        all_channels = [str(c) for c in ds.channel.values]
+        self.index = [all_channels.index(c) for c in self.channels]
         self.transforms = [str(t) for t in sel.transform.values]
         self.mean = sel.norm_mean.values.astype(np.float32)[:, None, None]
         self.std = sel.norm_std.values.astype(np.float32)[:, None, None]
+        self._log = [c for c, t in enumerate(self.transforms) if t == "log1p"]
+        self._scale = (1.0 / self.std).astype(np.float32)
+        self._offset = (-self.mean / self.std).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(..., C, H, W) physical -> normalised float32, NaN -> 0 (the training mean)."""
         z = (apply_transform(x, self.transforms) - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
+    def inplace(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """Normalise float32 (..., C, H, W) ``x`` in place (same result as ``__call__``).
+
+        ``mask`` (H, W, float32 0/1) is multiplied in before NaNs become 0.
+        """
+        for c in self._log:
+            xc = x[..., c, :, :]
+            np.maximum(xc, 0.0, out=xc)  # NaN stays NaN, as np.clip does
+            np.log1p(xc, out=xc)
+        x *= self._scale
+        x += self._offset
+        if mask is not None:
+            x *= mask
+        bad = ~np.isfinite(x)  # cheaper than np.nan_to_num when (as usual) nothing is bad
+        if bad.any():
+            x[bad] = 0.0
+        return x
+
+
+def disk_mask(size: int, rsun_px: float | None = None) -> np.ndarray:
+    """Boolean (size, size) mask of the pixels on the solar disk (centre at (size - 1) / 2).
+
+    Without ``rsun_px``, the SDOML v2 scale: 976″ at 4.8″/px for 512², scaled to ``size``.
+    """
+    if rsun_px is None:
+        rsun_px = RSUN_ARCSEC / (CDELT_512 * 512 / size)
+    c = (size - 1) / 2
+    yy, xx = np.ogrid[:size, :size]
+    return (yy - c) ** 2 + (xx - c) ** 2 <= rsun_px**2
+
+
+def _store_rsun_px(ds: xr.Dataset) -> float | None:
+    """The disk radius in pixels at the store's image size, if the store records one."""
+    for attrs in (ds.attrs, ds["images"].attrs if "images" in ds else {}):
+        if "rsun_px" in attrs:
+            return float(attrs["rsun_px"])
+    return None
+
+
+class _ChunkReader:
+    """Reads row ``r`` of a local (1, C, H, W)-chunked Zarr v2 array as one file + one decode."""
+
+    def __init__(self, array_dir: Path):
+        meta = json.loads((array_dir / ".zarray").read_text())
+        shape, chunks = meta["shape"], meta["chunks"]
+        comp = meta.get("compressor")
+        ok = (
+            meta.get("zarr_format") == 2
+            and len(shape) == 4
+            and chunks == [1, *shape[1:]]
+            and np.dtype(meta["dtype"]) == np.dtype("<f4")
+            and meta.get("order", "C") == "C"
+            and not meta.get("filters")
+            and (comp is None or comp.get("id") == "blosc")
+        )
+        if not ok:
+            raise ValueError(f"{array_dir}: not a one-sample-per-chunk float32 array")
+        self.dir, self.shape = array_dir, tuple(shape[1:])
+        self.sep = meta.get("dimension_separator", ".")
+        self.codec = numcodecs.get_codec(comp) if comp else None
+        fill = meta.get("fill_value")
+        self.fill = np.float32(np.nan if fill in (None, "NaN") else fill)
+
+    def read(self, row: int, out: np.ndarray) -> np.ndarray:
+        """Decode row ``row`` into ``out`` (float32, shape (C, H, W))."""
+        name = self.sep.join([str(row), "0", "0", "0"])
+        try:
+            raw = (self.dir / name).read_bytes()
+        except FileNotFoundError:  # never written: the fill value
+            out.fill(self.fill)
+            return out
+        if self.codec is None:
+            out.reshape(-1)[:] = np.frombuffer(raw, "<f4")
+        else:
+            self.codec.decode(raw, out=out)
+        return out
+
 
 class SDOImages(Dataset):
-    """Normalised images of the given rows; one Zarr chunk read per sample."""
+    """Normalised images of the given rows; one Zarr chunk read per sample.
 
-    def __init__(self, path: str | Path, rows: np.ndarray, channels: list[str] | None = None):
+    ``mask_off_disk`` sets the pixels outside the solar disk to 0 (the normalised mean).
+    The store is opened lazily, once per worker process.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        rows: np.ndarray,
+        channels: list[str] | None = None,
+        *,
+        mask_off_disk: bool = False,
+    ):
         ds = open_dataset(path)
-        self.path, self.rows = str(path), np.asarray(rows)
+        self.path, self.rows = str(path), np.asarray(rows, dtype=np.int64)
         self.norm = Normaliser(ds, channels)
-        self._images = None  # opened lazily, once per worker process
+        self.all_channels = len(self.norm.index) == ds.sizes["channel"] and self.norm.index == list(
+            range(ds.sizes["channel"])
+        )
+        self.shape = (int(ds.sizes["channel"]), int(ds.sizes["y"]), int(ds.sizes["x"]))
+        self.mask: np.ndarray | None = None
+        if mask_off_disk:
+            self.mask = disk_mask(self.shape[1], _store_rsun_px(ds)).astype(np.float32)
+        self._reader: Any = None  # _ChunkReader or zarr.Array, opened in the worker
+        self._buf: np.ndarray | None = None
 
     @classmethod
-    def split(cls, path: str | Path, split: str, channels: list[str] | None = None) -> SDOImages:
+    def split(
+        cls,
+        path: str | Path,
+        split: str,
+        channels: list[str] | None = None,
+        *,
+        mask_off_disk: bool = False,
+    ) -> SDOImages:
+        """The valid rows of one split (``train``, ``val`` or ``test``)."""
         ds = open_dataset(path)
         rows = np.flatnonzero(ds.valid.values & (ds.split.values == split))
-        return cls(path, rows, channels)
+        return cls(path, rows, channels, mask_off_disk=mask_off_disk)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"], state["_buf"] = None, None  # each worker opens its own
+        return state
+
+    def _open(self) -> Any:
+        try:
+            self._reader = _ChunkReader(Path(self.path) / "images")
+        except (OSError, ValueError, KeyError):  # not a plain local v2 store: go through zarr
+            self._reader = zarr.open_array(Path(self.path) / "images", mode="r")
+        return self._reader
+
+    def read_raw(self, row: int) -> np.ndarray:
+        """Physical (C_selected, H, W) float32 values of one row, in a fresh array."""
+        reader = self._reader or self._open()
+        if isinstance(reader, _ChunkReader):
+            if self.all_channels:
+                return reader.read(row, np.empty(self.shape, np.float32))
+            if self._buf is None:
+                self._buf = np.empty(self.shape, np.float32)
+            return reader.read(row, self._buf)[self.norm.index]
+        return np.asarray(reader[row], np.float32)[self.norm.index]
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        if self._images is None:
-            self._images = zarr.open_array(Path(self.path) / "images", mode="r")
-        x = self._images[int(self.rows[i])][self.norm.index]
-        return torch.from_numpy(self.norm(x)), int(self.rows[i])
+        row = int(self.rows[i])
+        x = self.norm.inplace(self.read_raw(row), self.mask)
+        return torch.from_numpy(x), row
+
+    def __getitems__(self, indices: list[int]) -> _Batch:
+        """A whole batch, decoded and normalised in place in one (B, C, H, W) tensor.
+
+        A torch ``DataLoader`` calls this instead of ``__getitem__`` per sample; with
+        ``collate`` as its ``collate_fn`` the batch is passed through without a copy, with the
+        default collate it is an ordinary list of (image, row) samples.
+        """
+        rows = [int(self.rows[i]) for i in indices]
+        shape = (len(rows), len(self.norm.index), *self.shape[1:])
+        if torch.utils.data.get_worker_info() is not None:
+            # Going back to the main process: allocate in shared memory (no copy on the way).
+            elem = torch.empty(0, dtype=torch.float32)
+            storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+            x = elem.new(storage).resize_(shape)
+        else:
+            x = torch.empty(shape, dtype=torch.float32)
+        out = x.numpy()
+        reader = self._reader or self._open()
+        direct = isinstance(reader, _ChunkReader) and self.all_channels
+        for k, row in enumerate(rows):
+            if direct:
+                reader.read(row, out[k])
+            else:
+                out[k] = self.read_raw(row)
+        self.norm.inplace(out, self.mask)
+        return _Batch(x, rows)
+
+
+class _Batch(list):
+    """A batch as one tensor; also a list of (image, row) samples for the default collate."""
+
+    def __init__(self, x: torch.Tensor, rows: list[int]):
+        super().__init__(zip(x, rows, strict=True))
+        self.x, self.rows = x, torch.tensor(rows, dtype=torch.int64)
+
+
+def collate(data: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` for ``SDOImages``: a ``__getitems__`` batch as it is, else stacked."""
+    if isinstance(data, _Batch):
+        return data.x, data.rows
+    return tuple(default_collate(data))
+
+
+def _worker_init(worker_id: int) -> None:
+    """One Blosc thread per worker: the workers are the parallelism."""
+    numcodecs.blosc.set_nthreads(1)
 
 
 class SDODataModule(L.LightningDataModule):
     """Train/val loaders over the ML-ready store."""
 
-    def __init__(self, path: str | Path, *, batch_size: int = 16, num_workers: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        prefetch_factor: int = 2,
+        mask_off_disk: bool = False,
+    ):
         super().__init__()
         self.path, self.batch_size, self.num_workers = str(path), batch_size, num_workers
+        self.prefetch_factor, self.mask_off_disk = prefetch_factor, mask_off_disk
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = SDOImages.split(self.path, "train")
-        self.val_set = SDOImages.split(self.path, "val")
+        self.train_set = SDOImages.split(self.path, "train", mask_off_disk=self.mask_off_disk)
+        self.val_set = SDOImages.split(self.path, "val", mask_off_disk=self.mask_off_disk)
         if len(self.train_set) == 0:
             msg = f"the training split of {self.path} is empty"
             raise SdofmError(msg)
 
     def _loader(self, data: SDOImages, shuffle: bool) -> DataLoader:
+        workers = self.num_workers > 0
         return DataLoader(
             data,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            prefetch_factor=self.prefetch_factor if workers else None,
+            persistent_workers=workers,
+            collate_fn=collate,
+            worker_init_fn=_worker_init if workers else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numcodecs
 import numpy as np
 import pandas as pd
@@ -101,20 +106,76 @@ def _select(times: pd.DatetimeIndex, start, end, cadence: pd.Timedelta | None) -
     return inside[first]
 
 
-def _copy_array(src: zarr.Array, dst_group: zarr.Group, name: str, idx: np.ndarray) -> None:
-    chunks = (min(15, max(len(idx), 1)), *src.shape[1:])
-    dst = dst_group.create_array(
-        name,
-        shape=(len(idx), *src.shape[1:]),
-        chunks=chunks,
-        dtype=src.dtype,
-        compressors=COMPRESSOR,
-    )
-    # Blocks of ~64 frames bound memory; zarr fetches each chunk a block touches once.
-    offset = 0
-    for block in np.array_split(idx, max(1, len(idx) // 64)):
-        dst[offset : offset + len(block)] = src.get_orthogonal_selection((block,))
-        offset += len(block)
+RETRIES = 5
+BACKOFF_SECONDS = 1.0
+
+
+def with_retries(
+    read: Callable[[], Any], what: str, *, retries: int | None = None, backoff: float | None = None
+) -> Any:
+    """Call ``read``, retrying transient I/O errors with exponential backoff (1, 2, 4 … s).
+
+    A missing object (FileNotFoundError, e.g. HTTP 404) is not transient and is raised at once.
+    """
+    retries = RETRIES if retries is None else retries
+    backoff = BACKOFF_SECONDS if backoff is None else backoff
+    for attempt in range(retries + 1):
+        try:
+            return read()
+        except FileNotFoundError:
+            raise
+        except (OSError, aiohttp.ClientError, TimeoutError) as err:
+            if attempt == retries:
+                msg = f"reading {what} failed after {retries + 1} attempts: {err}"
+                raise SdofmError(msg) from None
+            time.sleep(backoff * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+class _Progress:
+    """Which blocks of an interrupted pull are already copied (a JSON file in the partial store)."""
+
+    def __init__(self, store: Path, request: dict[str, Any]):
+        self.path = store / ".sdofm_pull.json"
+        self.request = request
+        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
+        same = saved.get("request") == request
+        self.done: set[str] = set(saved.get("done", [])) if same else set()
+        self.resumed = bool(self.done)
+
+    def mark(self, key: str) -> None:
+        self.done.add(key)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"request": self.request, "done": sorted(self.done)}))
+        os.replace(tmp, self.path)
+
+
+def _copy_array(
+    src: zarr.Array, dst_group: zarr.Group, name: str, idx: np.ndarray, progress: _Progress
+) -> None:
+    shape = (len(idx), *src.shape[1:])
+    key = f"{dst_group.path}/{name}"
+    if name in dst_group and dst_group[name].shape == shape and progress.resumed:
+        dst = dst_group[name]  # carrying on after an interruption
+    else:
+        dst = dst_group.create_array(
+            name,
+            shape=shape,
+            chunks=(min(15, max(len(idx), 1)), *src.shape[1:]),
+            dtype=src.dtype,
+            compressors=COMPRESSOR,
+            overwrite=True,
+        )
+    # Blocks of 60 frames (whole 15-frame chunks) bound memory; each is fetched with retries
+    # and recorded, so a re-run after an interruption fetches only the missing blocks.
+    for lo in range(0, len(idx), 60):
+        if f"{key}:{lo}" in progress.done:
+            continue
+        block = idx[lo : lo + 60]
+        dst[lo : lo + len(block)] = with_retries(
+            lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
+        )
+        progress.mark(f"{key}:{lo}")
     attrs = {}
     for key, value in src.attrs.asdict().items():
         if isinstance(value, list) and len(value) == src.shape[0]:
@@ -143,12 +204,25 @@ def pull_store(
     Returns the number of frames copied per name.
     """
     src = open_store(url, storage_options)
-    with atomic_output(out) as tmp:
-        return _pull(src, url, tmp, kind, start, end, names, cadence)
+    request = {
+        "url": url,
+        "kind": kind,
+        "start": str(start),
+        "end": str(end),
+        "names": list(names),
+        "cadence": str(cadence),
+    }
+    with atomic_output(out, resumable=True) as tmp:
+        progress = _Progress(tmp, request)
+        if not progress.resumed and tmp.exists():  # a partial pull of another request
+            shutil.rmtree(tmp)
+        counts = _pull(src, url, tmp, kind, start, end, names, cadence, progress)
+        progress.path.unlink(missing_ok=True)
+        return counts
 
 
-def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
-    dst = zarr.open_group(tmp, mode="w", zarr_format=2)
+def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str, int]:
+    dst = zarr.open_group(tmp, mode="a" if progress.resumed else "w", zarr_format=2)
     dst.attrs.update({**src.attrs.asdict(), "sdofm_source": url})
     counts: dict[str, int] = {}
     if kind == "eve":
@@ -156,7 +230,7 @@ def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
             msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
             raise SdofmError(msg)
         g = src[EVE_GROUP]
-        idx = _select(eve_times(g), start, end, cadence)
+        idx = _select(with_retries(lambda: eve_times(g), f"{url} EVE times"), start, end, cadence)
         out_g = dst.require_group(EVE_GROUP)
         for name in ("Time", *names):
             if name not in g:
@@ -164,12 +238,18 @@ def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
                     f"EVE line {name!r} is not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
                 )
                 raise SdofmError(msg)
-            values = g[name].get_orthogonal_selection((idx,)) if len(idx) else g[name][:0]
+            values = with_retries(
+                lambda name=name: (
+                    g[name].get_orthogonal_selection((idx,)) if len(idx) else g[name][:0]
+                ),
+                f"{url}/{EVE_GROUP}/{name}",
+            )
             arr = out_g.create_array(
                 name,
                 shape=(len(idx),),
                 chunks=(max(len(idx), 1),),
                 dtype=str if name == "Time" else g[name].dtype,
+                overwrite=True,
             )
             if len(idx):
                 arr[:] = (
@@ -183,11 +263,13 @@ def _pull(src, url, tmp, kind, start, end, names, cadence) -> dict[str, int]:
                 if name not in src[year]:
                     continue  # channels differ between years; alignment records the gap
                 arr = src[year][name]
-                idx = _select(frame_times(arr), start, end, cadence)
+                times = with_retries(lambda arr=arr: frame_times(arr), f"{url} {arr.path} times")
+                idx = _select(times, start, end, cadence)
                 if len(idx):
-                    _copy_array(arr, out_y, name, idx)
+                    _copy_array(arr, out_y, name, idx, progress)
                     counts[name] = counts.get(name, 0) + len(idx)
     if sum(counts.get(n, 0) for n in names) == 0:
+        shutil.rmtree(tmp)  # nothing to resume: the request itself is empty
         msg = f"no {kind.upper()} data for {list(names)} between {start} and {end} in {url}"
         raise SdofmError(msg)
     return counts
