@@ -72,3 +72,26 @@ def test_unknown_benchmark_task(tmp_path, capsys):
     )
     assert code == 1
     assert "unknown benchmark task 'nope'" in capsys.readouterr().err
+
+
+def test_ingest_the_real_sunpy_aia_file(tmp_path, capsys):
+    from sunpy.data.test import get_test_filepath
+
+    from sdofm.sources.sdoml import frame_times, open_store
+
+    out = tmp_path / "aia.zarr"
+    code = main(
+        [
+            "ingest",
+            str(get_test_filepath("aia_171_level1.fits")),
+            "--out",
+            str(out),
+            "--image-size",
+            "64",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    frames = open_store(str(out))["2011/171A"]
+    assert frames.shape == (1, 64, 64)
+    assert str(frame_times(frames)[0]) == "2011-02-15 00:00:01.340000"
+    assert frames.attrs["R_SUN"][0] * frames.attrs["CDELT1"][0] == 976.0

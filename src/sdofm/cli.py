@@ -108,6 +108,21 @@ def _pull(args, params):
     return counts
 
 
+def _ingest(args, params):
+    from sdofm.sources.ingest import ingest_fits
+
+    result = ingest_fits(
+        args.files,
+        args.out,
+        image_size=args.image_size,
+        correction_table=args.correction_table,
+        instrument=args.instrument,
+    )
+    return {k: v for k, v in result.items() if k != "quarantined"} | {
+        "quarantined": len(result.get("quarantined", []))
+    }
+
+
 def _build(args, params):
     from sdofm.dataset.build import build_dataset
 
@@ -162,6 +177,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
     p = add(
+        "ingest",
+        "calibrate level-1 AIA/HMI FITS files into an SDOML v2 store (aiapy)",
+        _ingest,
+        settings=False,
+    )
+    p.add_argument("files", nargs="+", help="level-1 FITS files (e.g. a JSOC export)")
+    p.add_argument("--out", required=True, help="SDOML v2 store to create or append to")
+    p.add_argument("--instrument", choices=["aia", "hmi"], default="aia")
+    p.add_argument("--image-size", type=int, default=512, help="pixels per side (SDOML: 512)")
+    p.add_argument("--correction-table", help="aiapy degradation table (aia_V*_response_table.txt)")
+    p = add(
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
@@ -203,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
+        elif args.command == "ingest":
+            params = {}
         else:
             params = _params(args)
         summary = args.func(args, params)
