@@ -133,8 +133,8 @@ class PerChannel(Dataset):
         return torch.from_numpy(self.norm(x)), row
 
 
-def _rate(run: Callable[[], int], repeats: int = 1) -> float:
-    """Samples/s of ``run`` (which returns the samples it read), after one untimed warm pass."""
+def _rate(run: Callable[[], int], repeats: int = 3) -> float:
+    """Best samples/s of ``run`` (returns the samples it read) after an untimed warm pass."""
     run()
     best = 0.0
     for _ in range(repeats):

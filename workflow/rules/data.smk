@@ -43,7 +43,8 @@ rule build_dataset:
     input:
         f"{RESULTS}/data/sdoml",
     output:
-        directory(f"{RESULTS}/data/dataset.zarr"),
+        store=directory(f"{RESULTS}/data/dataset.zarr"),
+        qc=f"{RESULTS}/data/dataset.qc.csv",
     log:
         f"{LOGS}/build_dataset.log",
     benchmark:
@@ -56,4 +57,4 @@ rule build_dataset:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input} --out {output} > {log} 2>&1"
+        "sdofm build --params {params.settings} --sdoml {input} --out {output.store} > {log} 2>&1"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "downsample",
     "index_frames",
     "match_times",
+    "qc_path",
     "transform_for",
 ]
 
@@ -131,6 +133,7 @@ class Alignment:
     stores: list[zarr.Group]
     frames: list[Frames]
     pos: np.ndarray  # (time, channel) position in `frames`, -1 where no frame is close enough
+    qc: list[dict[str, Any]] = field(default_factory=list)  # quarantined frames and gaps
 
     @property
     def frame_time(self) -> np.ndarray:
@@ -162,7 +165,7 @@ def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
     for store_name, names in (("aia", data["aia_channels"]), ("hmi", data["hmi_components"])):
         store = zarr.open_group(sdoml_dir / f"{store_name}.zarr", mode="r")
         for name, frames in index_frames(store, list(names)).items():
-            pos = match_times(grid, frames.times, tol)
+            pos = _match_checked(grid, frames, tol, al.qc)
             if not (pos >= 0).any():
                 msg = f"channel {name} has no frame within {tol} of any time step: nothing to align"
                 raise SdofmError(msg)
@@ -171,7 +174,43 @@ def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
             al.frames.append(frames)
             positions.append(pos)
     al.pos = np.stack(positions, axis=1)
+    for c, name in enumerate(al.channels):
+        for t in grid[al.pos[:, c] < 0]:
+            al.qc.append({"time": t, "channel": name, "issue": "gap", "detail": "no frame"})
     return al
+
+
+def _match_checked(
+    grid: pd.DatetimeIndex, frames: Frames, tol: pd.Timedelta, qc: list[dict[str, Any]]
+) -> np.ndarray:
+    """`match_times` after quarantining duplicate timestamps; off-cadence frames are recorded."""
+    duplicate = frames.times.duplicated(keep="first")
+    keep = np.flatnonzero(~duplicate)
+    for i in np.flatnonzero(duplicate):
+        qc.append(
+            {
+                "time": frames.times[i],
+                "channel": frames.name,
+                "issue": "duplicate",
+                "detail": f"{frames.year[i]}/{frames.name}[{frames.index[i]}] repeats a time",
+            }
+        )
+    if len(keep) == 0:
+        return np.full(len(grid), -1)
+    pos = match_times(grid, frames.times[keep], tol)
+    pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
+    near = pd.Index(grid).get_indexer(frames.times[keep], method="nearest", tolerance=tol) >= 0
+    for i in keep[~near]:
+        qc.append(
+            {
+                "time": frames.times[i],
+                "channel": frames.name,
+                "issue": "off-cadence",
+                "detail": f"{frames.year[i]}/{frames.name}[{frames.index[i]}] is more "
+                f"than {tol} from every time step",
+            }
+        )
+    return pos
 
 
 def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> np.ndarray:
@@ -215,6 +254,7 @@ def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]
 
     with atomic_output(out) as tmp:
         valid, mean, std = _write_images(tmp, al, valid, labels == "train", data["image_size"])
+        qc = pd.DataFrame(al.qc, columns=["time", "channel", "issue", "detail"])
         xr.Dataset(
             {
                 "valid": ("time", valid),
@@ -234,10 +274,50 @@ def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]
                 "buffer_days": splits["buffer_days"],
                 "norm_split": "train",
                 "norm_rows": int((valid & (labels == "train")).sum()),
+                "qc_counts": json.dumps(qc["issue"].value_counts().to_dict()),
             },
         ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
+        with atomic_output(qc_path(out)) as tmp_qc:
+            qc.sort_values(["time", "channel"]).to_csv(tmp_qc, index=False)
     counts = {s: int((valid & (labels == s)).sum()) for s in ("train", "val", "test")}
-    return {"steps": len(al.grid), "valid": int(valid.sum()), **counts, "channels": al.channels}
+    return {
+        "steps": len(al.grid),
+        "valid": int(valid.sum()),
+        **counts,
+        "channels": al.channels,
+        "qc": qc["issue"].value_counts().to_dict(),
+    }
+
+
+def qc_path(store: str | Path) -> Path:
+    """The QC table written beside a built store: one row per gap or quarantined frame."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.qc.csv")
+
+
+def _quarantine_bad_frames(x: np.ndarray, rows: np.ndarray, al: Alignment) -> np.ndarray:
+    """Rows of ``x`` (rows, channel, H, W) with an unusable frame, each recorded in ``al.qc``."""
+    bad = np.zeros(len(rows), bool)
+    for c, name in enumerate(al.channels):
+        frames = x[:, c]
+        finite = np.isfinite(frames).all(axis=(1, 2))
+        # AIA counts cannot be all zero or negative; HMI fields are signed.
+        if transform_for(name) == "log1p":
+            dark = ~(frames > 0).any(axis=(1, 2))
+        else:
+            dark = np.zeros(len(rows), bool)
+        for r in np.flatnonzero(~finite | dark):
+            issue = "non-finite pixels" if not finite[r] else "no positive signal"
+            al.qc.append(
+                {
+                    "time": al.grid[rows[r]],
+                    "channel": name,
+                    "issue": issue,
+                    "detail": f"frame at {al.frame_time[rows[r], c]}",
+                }
+            )
+        bad |= ~finite | dark
+    return bad
 
 
 def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray, size: int):
@@ -266,8 +346,8 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
         x = downsample(al.read(block), size).astype(np.float32)
-        bad = ~np.isfinite(x).all(axis=(1, 2, 3))
-        valid[block[bad]] = False  # NaN frames: kept out of training and embedding
+        bad = _quarantine_bad_frames(x, block, al)
+        valid[block[bad]] = False  # kept out of training and embedding
         x[bad] = np.nan
         images.set_orthogonal_selection((block,), x)
         keep = train[block] & ~bad
