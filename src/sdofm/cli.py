@@ -25,6 +25,7 @@ SECTIONS = {
     "simulate": ["synthetic"],
     "pull": ["sources", "data"],
     "build": ["data", "splits"],
+    "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
     "embed": ["embed"],
 }
@@ -124,9 +125,17 @@ def _ingest(args, params):
 
 
 def _build(args, params):
-    from sdofm.dataset.build import build_dataset
+    from sdofm.dataset.build import build_dataset, build_partition
 
+    if args.period:
+        return build_partition(args.sdoml, args.out, params, args.period)
     return build_dataset(args.sdoml, args.out, params)
+
+
+def _merge(args, params):
+    from sdofm.dataset.build import merge_partitions
+
+    return merge_partitions(args.parts, args.out, params)
 
 
 def _pretrain(args, params):
@@ -191,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
+    p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--period", help="build only this month (YYYY-MM) as a partition to merge")
+    p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)
+    p.add_argument("parts", nargs="+", help="partition stores written by `sdofm build --period`")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
     p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain)
     p.add_argument("--dataset", required=True)

@@ -4,6 +4,7 @@ import sys
 
 from sdofm import SdofmError
 from sdofm.config import validate_config
+from sdofm.dataset.build import partitions
 
 try:
     validate_config(config)
@@ -16,6 +17,9 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 BACKBONE = config["pretrain"]["backbone"]
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
+PERIODS = partitions(
+    config["data"]
+)  # the build runs as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
 # The software of every rule: the pinned environment of the repository (same pins as pyproject).
 ENV = "../../environment.yml"
@@ -23,6 +27,7 @@ ENV = "../../environment.yml"
 
 wildcard_constraints:
     task="|".join(TASKS),
+    period=r"\d{4}-\d{2}",
 
 
 def as_arg(*sections):

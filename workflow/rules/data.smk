@@ -39,9 +39,30 @@ rule pull_sdoml:
         + " > {log} 2>&1"
 
 
-rule build_dataset:
+rule build_partition:
     input:
         f"{RESULTS}/data/sdoml",
+    output:
+        temp(directory(f"{RESULTS}/data/partitions/{{period}}.zarr")),
+    log:
+        f"{LOGS}/build_partition/{{period}}.log",
+    benchmark:
+        f"{BENCHMARKS}/build_partition/{{period}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=runtime_for(120),
+    params:
+        settings=as_arg("data", "splits"),
+    shell:
+        "sdofm build --params {params.settings} --sdoml {input} --period {wildcards.period}"
+        " --out {output} > {log} 2>&1"
+
+
+rule build_dataset:
+    input:
+        expand(f"{RESULTS}/data/partitions/{{period}}.zarr", period=PERIODS),
     output:
         store=directory(f"{RESULTS}/data/dataset.zarr"),
         qc=f"{RESULTS}/data/dataset.qc.csv",
@@ -53,8 +74,8 @@ rule build_dataset:
         ENV
     resources:
         mem_mb=4000,
-        runtime=runtime_for(240),
+        runtime=runtime_for(60),
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input} --out {output.store} > {log} 2>&1"
+        "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"

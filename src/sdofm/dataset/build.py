@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,10 @@ __all__ = [
     "downsample",
     "index_frames",
     "match_times",
+    "merge_partitions",
+    "partitions",
+    "build_partition",
+    "time_grid",
     "qc_path",
     "transform_for",
 ]
@@ -36,6 +43,13 @@ __all__ = [
 # Training reads one sample (all channels at one time) per chunk; lz4 decompresses fastest.
 IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 ROWS_PER_BLOCK = 32
+QC_COLUMNS = ["time", "channel", "issue", "detail"]
+
+
+def qc_path(store: str | Path) -> Path:
+    """The QC table written beside a built store: one row per gap or quarantined frame."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}.qc.csv")
 
 
 @dataclass
@@ -154,21 +168,38 @@ class Alignment:
         )
 
 
-def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
-    """Match every AIA channel and HMI component to the time grid within the tolerance."""
-    grid = pd.date_range(
+def time_grid(data: dict[str, Any]) -> pd.DatetimeIndex:
+    """The time steps of the data set: [start, end) at the configured cadence."""
+    return pd.date_range(
         data["start"], data["end"], freq=f"{data['cadence_minutes']}min", inclusive="left"
     )
+
+
+def partitions(data: dict[str, Any]) -> list[str]:
+    """Names of the monthly partitions the build is split into (``2011-01``, …)."""
+    grid = time_grid(data)
+    return sorted({f"{t:%Y-%m}" for t in grid})
+
+
+def align(
+    sdoml_dir: Path,
+    data: dict[str, Any],
+    grid: pd.DatetimeIndex | None = None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> Alignment:
+    """Match every AIA channel and HMI component to the time grid within the tolerance.
+
+    Duplicate and off-cadence frames are reported for frames inside ``window`` (all by default),
+    so partitions of one build report each frame once.
+    """
+    grid = time_grid(data) if grid is None else grid
     tol = pd.Timedelta(minutes=data["tolerance_minutes"])
     al = Alignment(grid, [], [], [], np.empty((len(grid), 0), int))
     positions = []
     for store_name, names in (("aia", data["aia_channels"]), ("hmi", data["hmi_components"])):
         store = zarr.open_group(sdoml_dir / f"{store_name}.zarr", mode="r")
         for name, frames in index_frames(store, list(names)).items():
-            pos = _match_checked(grid, frames, tol, al.qc)
-            if not (pos >= 0).any():
-                msg = f"channel {name} has no frame within {tol} of any time step: nothing to align"
-                raise SdofmError(msg)
+            pos = _match_checked(grid, frames, tol, al.qc, window)
             al.channels.append(name)
             al.stores.append(store)
             al.frames.append(frames)
@@ -181,12 +212,18 @@ def align(sdoml_dir: Path, data: dict[str, Any]) -> Alignment:
 
 
 def _match_checked(
-    grid: pd.DatetimeIndex, frames: Frames, tol: pd.Timedelta, qc: list[dict[str, Any]]
+    grid: pd.DatetimeIndex,
+    frames: Frames,
+    tol: pd.Timedelta,
+    qc: list[dict[str, Any]],
+    window: tuple[pd.Timestamp, pd.Timestamp] | None,
 ) -> np.ndarray:
     """`match_times` after quarantining duplicate timestamps; off-cadence frames are recorded."""
     duplicate = frames.times.duplicated(keep="first")
     keep = np.flatnonzero(~duplicate)
-    for i in np.flatnonzero(duplicate):
+    lo, hi = window or (frames.times.min(), frames.times.max() + pd.Timedelta(1))
+    mine = (frames.times >= lo) & (frames.times < hi)  # frames this call reports on
+    for i in np.flatnonzero(duplicate & mine):
         qc.append(
             {
                 "time": frames.times[i],
@@ -200,7 +237,7 @@ def _match_checked(
     pos = match_times(grid, frames.times[keep], tol)
     pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
     near = pd.Index(grid).get_indexer(frames.times[keep], method="nearest", tolerance=tol) >= 0
-    for i in keep[~near]:
+    for i in keep[~near & mine[keep]]:
         qc.append(
             {
                 "time": frames.times[i],
@@ -228,71 +265,152 @@ def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> 
     return eve
 
 
-def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]) -> dict:
-    """Build the ML-ready Zarr store at ``out`` from the pulled stores in ``sdoml_dir``.
+def build_partition(
+    sdoml_dir: str | Path, out: str | Path, params: dict[str, Any], period: str
+) -> dict[str, Any]:
+    """Build the rows of one month (``period`` like ``2011-01``) into a partition store.
 
-    ``params`` holds the ``data`` and ``splits`` config blocks. The store has, per time step:
-    ``images`` (time, channel, y, x; physical units, one chunk per time step), ``valid`` (all
-    channels present and finite), ``frame_time`` (time, channel; NaT where missing), ``eve``
-    (time, line; NaN where missing) and ``split``; per channel ``transform``, ``norm_mean``,
-    ``norm_std`` computed on the training rows only.
+    Splits are assigned on the whole time grid (so buffers reach across months) and sliced; the
+    training statistics are stored as sums, so `merge_partitions` can combine them exactly.
     """
     data, splits = params["data"], params["splits"]
     sdoml_dir = Path(sdoml_dir)
-    al = align(sdoml_dir, data)
-    valid = (al.pos >= 0).all(axis=1)
-    if not valid.any():
-        msg = "no time step has every channel: check data.channels and data.tolerance_minutes"
-        raise SdofmError(msg)
+    grid = time_grid(data)
     labels = assign_splits(
-        al.grid, val=splits["val"], test=splits["test"], buffer_days=splits["buffer_days"]
+        grid, val=splits["val"], test=splits["test"], buffer_days=splits["buffer_days"]
     )
-    check_no_leak(al.grid[valid], labels[valid], splits["buffer_days"])
-    if not (valid & (labels == "train")).any():
-        msg = "the training split is empty: widen data.start/end or shrink splits.val/test"
+    check_no_leak(grid, labels, splits["buffer_days"])
+    rows = np.flatnonzero(grid.strftime("%Y-%m") == period)
+    if len(rows) == 0:
+        msg = f"partition {period} has no time step between {data['start']} and {data['end']}"
         raise SdofmError(msg)
-
+    month = pd.Period(period, freq="M")
+    window = (
+        max(month.start_time, pd.Timestamp(data["start"])),
+        min(month.end_time + pd.Timedelta(1), pd.Timestamp(data["end"])),
+    )
+    al = align(sdoml_dir, data, grid[rows], window)
+    valid = (al.pos >= 0).all(axis=1)
     with atomic_output(out) as tmp:
-        valid, mean, std = _write_images(tmp, al, valid, labels == "train", data["image_size"])
-        qc = pd.DataFrame(al.qc, columns=["time", "channel", "issue", "detail"])
+        valid, n, s1, s2 = _write_images(
+            tmp, al, valid, labels[rows] == "train", data["image_size"]
+        )
         xr.Dataset(
             {
                 "valid": ("time", valid),
-                "split": ("time", labels),
+                "split": ("time", labels[rows]),
                 "frame_time": (("time", "channel"), al.frame_time),
                 "eve": (("time", "line"), align_eve(sdoml_dir, al.grid, data)),
-                "transform": ("channel", np.array([transform_for(c) for c in al.channels])),
-                "norm_mean": ("channel", mean.astype(np.float32)),
-                "norm_std": ("channel", std.astype(np.float32)),
+                "stat_n": ((), n),
+                "stat_sum": ("channel", s1),
+                "stat_sum_sq": ("channel", s2),
             },
             coords={"time": al.grid, "channel": al.channels, "line": list(data["eve_lines"])},
-            attrs={
-                "title": "sdofm ML-ready SDO data set",
-                "source": al.stores[0].attrs.get("sdofm_source", str(sdoml_dir)),
-                "config_hash": config_hash(params),
-                "sdofm_version": sdofm.__version__,
-                "buffer_days": splits["buffer_days"],
-                "norm_split": "train",
-                "norm_rows": int((valid & (labels == "train")).sum()),
-                "qc_counts": json.dumps(qc["issue"].value_counts().to_dict()),
-            },
+            attrs={"period": period, "source": al.stores[0].attrs.get("sdofm_source", "")},
+        ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
+        pd.DataFrame(al.qc, columns=QC_COLUMNS).to_csv(tmp / "qc.csv", index=False)
+    return {"period": period, "steps": len(rows), "valid": int(valid.sum())}
+
+
+def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str, Any]) -> dict:
+    """Join monthly partitions into the ML-ready store at ``out`` (and its QC table).
+
+    The store has, per time step: ``images`` (time, channel, y, x; physical units, one chunk per
+    time step), ``valid`` (all channels present and usable), ``frame_time`` (time, channel; NaT
+    where missing), ``eve`` (time, line; NaN where missing) and ``split``; per channel
+    ``transform``, ``norm_mean``, ``norm_std`` from the training rows only. Image chunks are
+    hard-linked from the partitions where the file system allows (no copy, no recompression).
+    """
+    data, splits = params["data"], params["splits"]
+    parts = sorted(Path(p) for p in parts)
+    metas = [xr.open_zarr(p, consolidated=True).load() for p in parts]
+    meta = xr.concat([m.drop_vars(["stat_n", "stat_sum", "stat_sum_sq"]) for m in metas], "time")
+    meta.attrs = {}
+    if not np.array_equal(meta.time.values, time_grid(data).values):
+        msg = "the partitions do not cover the configured time range exactly: rebuild them"
+        raise SdofmError(msg)
+    channels = [str(c) for c in meta.channel.values]
+    present = ~np.isnat(meta.frame_time.values)
+    for c, name in enumerate(channels):
+        if not present[:, c].any():
+            msg = f"channel {name} has no frame near any time step: nothing to align"
+            raise SdofmError(msg)
+    valid = meta.valid.values
+    if not valid.any():
+        msg = "no time step has every channel: check data.channels and data.tolerance_minutes"
+        raise SdofmError(msg)
+    train = valid & (meta.split.values == "train")
+    n = float(sum(m.stat_n.values for m in metas))
+    if not train.any() or n == 0:
+        msg = "the training split is empty: widen data.start/end or shrink splits.val/test"
+        raise SdofmError(msg)
+    mean = sum(m.stat_sum.values for m in metas) / n
+    std = np.sqrt(np.maximum(sum(m.stat_sum_sq.values for m in metas) / n - mean**2, 1e-12))
+    qc = pd.concat([pd.read_csv(p / "qc.csv") for p in parts], ignore_index=True)
+    with atomic_output(out) as tmp:
+        _join_images(parts, tmp, len(meta.time))
+        meta.assign(
+            transform=("channel", np.array([transform_for(c) for c in channels])),
+            norm_mean=("channel", mean.astype(np.float32)),
+            norm_std=("channel", std.astype(np.float32)),
+        ).assign_attrs(
+            title="sdofm ML-ready SDO data set",
+            source=metas[0].attrs.get("source", ""),
+            config_hash=config_hash(params),
+            sdofm_version=sdofm.__version__,
+            buffer_days=splits["buffer_days"],
+            norm_split="train",
+            norm_rows=int(train.sum()),
+            qc_counts=json.dumps(qc["issue"].value_counts().to_dict()),
+            partitions=[p.name for p in parts],
         ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
         with atomic_output(qc_path(out)) as tmp_qc:
             qc.sort_values(["time", "channel"]).to_csv(tmp_qc, index=False)
-    counts = {s: int((valid & (labels == s)).sum()) for s in ("train", "val", "test")}
+    counts = {s: int((valid & (meta.split.values == s)).sum()) for s in ("train", "val", "test")}
     return {
-        "steps": len(al.grid),
+        "steps": len(meta.time),
         "valid": int(valid.sum()),
         **counts,
-        "channels": al.channels,
+        "channels": channels,
         "qc": qc["issue"].value_counts().to_dict(),
     }
 
 
-def qc_path(store: str | Path) -> Path:
-    """The QC table written beside a built store: one row per gap or quarantined frame."""
-    store = Path(store)
-    return store.with_name(f"{store.stem}.qc.csv")
+def _join_images(parts: list[Path], tmp: Path, n_time: int) -> None:
+    """One ``images`` array from the partitions' arrays: chunk files linked with shifted keys."""
+    first = zarr.open_array(parts[0] / "images", mode="r")
+    root = zarr.open_group(tmp, mode="w", zarr_format=2)
+    images = root.create_array(
+        "images",
+        shape=(n_time, *first.shape[1:]),
+        chunks=first.chunks,
+        dtype=first.dtype,
+        compressors=IMAGE_COMPRESSOR,
+        fill_value=np.nan,
+    )
+    images.attrs.update(first.attrs.asdict())
+    offset = 0
+    for part in parts:
+        n = zarr.open_array(part / "images", mode="r").shape[0]
+        for i in range(n):  # chunks are one time step each: key "i.0.0.0"
+            src = part / "images" / f"{i}.0.0.0"
+            if src.exists():  # absent: a row that was never written (fill value NaN)
+                dst = tmp / "images" / f"{offset + i}.0.0.0"
+                try:
+                    os.link(src, dst)
+                except OSError:  # another file system: copy the compressed bytes
+                    shutil.copyfile(src, dst)
+        offset += n
+
+
+def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]) -> dict:
+    """Build every monthly partition and merge them (what the workflow does as parallel jobs)."""
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+        parts = [Path(tmp) / f"{period}.zarr" for period in partitions(params["data"])]
+        for part in parts:
+            build_partition(sdoml_dir, part, params, part.stem)
+        return merge_partitions(parts, out, params)
 
 
 def _quarantine_bad_frames(x: np.ndarray, rows: np.ndarray, al: Alignment) -> np.ndarray:
@@ -323,9 +441,9 @@ def _quarantine_bad_frames(x: np.ndarray, rows: np.ndarray, al: Alignment) -> np
 def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray, size: int):
     """Stream the images of the valid rows into ``tmp``/images, a block of rows at a time.
 
-    Accumulates the training statistics in float64 on the way (memory bounded by the block,
-    whatever the time range). Rows with non-finite pixels become invalid. Returns
-    (valid, mean, std).
+    Accumulates the training-row sums in float64 on the way (memory bounded by the block,
+    whatever the time range). Rows with an unusable frame become invalid. Returns
+    (valid, pixel count, sum, sum of squares) per channel.
     """
     n_ch = len(al.channels)
     images = zarr.open_group(tmp, mode="w", zarr_format=2).create_array(
@@ -356,8 +474,4 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
             n += z.shape[0] * z.shape[2] * z.shape[3]
             s1 += z.sum(axis=(0, 2, 3))
             s2 += (z**2).sum(axis=(0, 2, 3))
-    if n == 0:
-        msg = "every training frame is bad (NaN): nothing to normalise on"
-        raise SdofmError(msg)
-    mean = s1 / n
-    return valid, mean, np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    return valid, n, s1, s2
