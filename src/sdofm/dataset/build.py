@@ -323,7 +323,8 @@ def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str,
     """
     data, splits = params["data"], params["splits"]
     parts = sorted(Path(p) for p in parts)
-    metas = [xr.open_zarr(p, consolidated=True).load() for p in parts]
+    # The index only: the images stay on disk and are linked, never loaded.
+    metas = [xr.open_zarr(p, consolidated=True, drop_variables=["images"]).load() for p in parts]
     meta = xr.concat([m.drop_vars(["stat_n", "stat_sum", "stat_sum_sq"]) for m in metas], "time")
     meta.attrs = {}
     if not np.array_equal(meta.time.values, time_grid(data).values):
