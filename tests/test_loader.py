@@ -122,3 +122,24 @@ def test_refuses_incomplete_store(dataset, tmp_path):
         open_dataset(broken)
     with pytest.raises(SdofmError):
         SDOImages(broken, np.array([0]))
+
+
+def test_temporal_stacks_come_from_the_index(dataset):
+    from sdofm.dataset.loader import SDOStacks, temporal_index
+
+    ds = open_dataset(dataset)
+    stacks = temporal_index(ds, frames=3, spacing=2, split="train")
+    assert stacks.shape[1] == 3 and len(stacks) > 10
+    np.testing.assert_array_equal(np.diff(stacks, axis=1), 2)
+    ok = ds.valid.values & (ds.split.values == "train")
+    assert ok[stacks].all()  # every frame valid and in the split: none across a boundary
+    # Every possible start is there: a row is missing only if one of its frames is not usable.
+    starts = set(stacks[:, 0])
+    for r in range(len(ok) - 4):
+        assert (r in starts) == bool(ok[r] and ok[r + 2] and ok[r + 4])
+    data = SDOStacks(dataset, frames=3, spacing=2, split="train")
+    x, rows = data[5]
+    assert tuple(x.shape) == (ds.sizes["channel"], 3, ds.sizes["y"], ds.sizes["x"])
+    single = SDOImages(dataset, np.array([int(rows[1])]))[0][0]
+    torch.testing.assert_close(x[:, 1], single)
+    assert len(temporal_index(ds, frames=1000, spacing=1, split="train")) == 0

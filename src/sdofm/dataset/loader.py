@@ -23,7 +23,16 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
 
-__all__ = ["SDODataModule", "SDOImages", "Normaliser", "collate", "disk_mask", "open_dataset"]
+__all__ = [
+    "Normaliser",
+    "SDODataModule",
+    "SDOImages",
+    "SDOStacks",
+    "collate",
+    "disk_mask",
+    "open_dataset",
+    "temporal_index",
+]
 
 RSUN_ARCSEC = 976.0  # SDOML v2 rescales the Sun to this radius
 CDELT_512 = 4.8  # arcsec per pixel at 512²
@@ -236,6 +245,44 @@ class SDOImages(Dataset):
                 out[k] = self.read_raw(row)
         self.norm.inplace(out, self.mask)
         return _Batch(x, rows)
+
+
+def temporal_index(ds: xr.Dataset, *, frames: int, spacing: int, split: str) -> np.ndarray:
+    """Rows of every temporal stack of one split: (stacks, frames), oldest first.
+
+    A stack is ``frames`` time steps ``spacing`` steps apart, all valid and all in ``split``
+    (so a stack never straddles a split boundary or a gap). Taken from the index alone.
+    """
+    if frames < 1 or spacing < 1:
+        msg = f"a temporal stack needs frames ≥ 1 and spacing ≥ 1 (got {frames}, {spacing})"
+        raise SdofmError(msg)
+    ok = ds.valid.values & (ds.split.values == split)
+    offsets = np.arange(frames) * spacing
+    last = len(ok) - offsets[-1]
+    if last <= 0:
+        return np.empty((0, frames), np.int64)
+    starts = np.arange(last)
+    good = np.all([ok[starts + o] for o in offsets], axis=0)
+    return starts[good][:, None] + offsets[None, :]
+
+
+class SDOStacks(Dataset):
+    """Temporal stacks for the temporal model: (C, T, H, W) per item, oldest frame first."""
+
+    def __init__(
+        self, path: str | Path, *, frames: int, spacing: int, split: str, **image_options: Any
+    ):
+        ds = open_dataset(path)
+        self.stacks = temporal_index(ds, frames=frames, spacing=spacing, split=split)
+        self.images = SDOImages(path, np.unique(self.stacks), **image_options)
+        self.position = {int(r): i for i, r in enumerate(self.images.rows)}
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = [self.images[self.position[int(r)]][0] for r in self.stacks[i]]
+        return torch.stack(frames, dim=1), torch.from_numpy(self.stacks[i])
 
 
 class _Batch(list):
