@@ -181,3 +181,18 @@ def test_empty_range_raises(kind, synthetic_mirror, tmp_path):
             names=NAMES[kind],
         )
     _no_output(out)
+
+
+@pytest.mark.parametrize(
+    ("label", "utc"),
+    [
+        ("2011.01.01_00:00:34_TAI", "2011-01-01 00:00:00"),  # TAI − UTC = 34 s
+        ("2012.07.01_00:00:35_TAI", "2012-07-01 00:00:00"),  # after the June 2012 leap second
+        ("2017.01.01_00:00:37_TAI", "2017-01-01 00:00:00"),
+    ],
+)
+def test_hmi_tai_times_follow_the_leap_seconds(label, utc):
+    from sdofm.sources.sdoml import format_tai, parse_tobs
+
+    assert parse_tobs([label])[0] == pd.Timestamp(utc)
+    assert format_tai(pd.Timestamp(utc)) == label

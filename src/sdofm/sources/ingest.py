@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from sdofm import SdofmError
 from sdofm.io import atomic_output
-from sdofm.sources.sdoml import AIA_CHANNELS, COMPRESSOR, _parse_tobs, frame_times
+from sdofm.sources.sdoml import AIA_CHANNELS, COMPRESSOR, frame_times, parse_tobs
 
 __all__ = ["RSUN_ARCSEC", "ingest_fits", "qc_path"]
 
@@ -64,7 +64,7 @@ def _header_time(path: Path) -> pd.Timestamp:
         for key in ("T_OBS", "DATE-OBS"):
             if header.get(key):
                 try:
-                    return _parse_tobs([header[key]])[0]
+                    return parse_tobs([header[key]])[0]
                 except Exception:
                     raise _Reject(f"unparsable {key} {header[key]!r}") from None
     raise _Reject("no T_OBS or DATE-OBS keyword")
@@ -315,7 +315,7 @@ def ingest_fits(
             for _, _, p in timed:
                 try:
                     name, frame, meta = _process(p, instrument, image_size, table)
-                    when = _parse_tobs([meta["T_OBS"]])[0]
+                    when = parse_tobs([meta["T_OBS"]])[0]
                     key = (str(when.year), name)
                     if key not in arrays:
                         arrays[key] = _Array(root.require_group(key[0]), name, image_size)

@@ -26,8 +26,10 @@ __all__ = [
     "EVE_GROUP",
     "HMI_COMPONENTS",
     "eve_times",
+    "format_tai",
     "frame_times",
     "open_store",
+    "parse_tobs",
     "pull_store",
     "store_url",
 ]
@@ -61,20 +63,34 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.
         raise SdofmError(msg) from None
 
 
-def _parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
-    """Parse AIA (`2011-01-01T00:00:07.84Z`) and HMI (`2011.01.01_00:00:00_TAI`) T_OBS strings."""
-    cleaned = []
-    for v in values:
-        s = str(v)
-        if s.endswith("_TAI"):
-            # HMI: TAI is 34 s ahead of UTC since 2009; SDOML keeps the TAI label.
-            # Alignment tolerance is minutes, so the offset is removed, not ignored.
-            date, time = s[:-4].split("_")
-            s = f"{date.replace('.', '-')}T{time}"
-            cleaned.append(pd.Timestamp(s) - pd.Timedelta(seconds=34))
-            continue
-        cleaned.append(pd.Timestamp(s.rstrip("Z")))
-    return pd.DatetimeIndex(cleaned)
+def parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
+    """Parse AIA (`2011-01-01T00:00:07.84Z`, UTC) and HMI (`2011.01.01_00:00:34_TAI`) T_OBS.
+
+    HMI times are TAI, ahead of UTC by the leap seconds so far (34 s in 2011, 37 s since 2017);
+    astropy converts them to UTC so both instruments align on one clock.
+    """
+    texts = [str(v) for v in values]
+    utc = [pd.Timestamp(t.rstrip("Z")) if not t.endswith("_TAI") else None for t in texts]
+    tai = [i for i, t in enumerate(texts) if t.endswith("_TAI")]
+    if tai:
+        from astropy.time import Time
+
+        iso = []
+        for i in tai:
+            date, clock = texts[i][:-4].split("_")
+            iso.append(f"{date.replace('.', '-')}T{clock}")
+        converted = Time(iso, format="isot", scale="tai").utc.to_datetime()
+        for i, t in zip(tai, np.atleast_1d(converted), strict=True):
+            utc[i] = pd.Timestamp(t)
+    return pd.DatetimeIndex(utc)
+
+
+def format_tai(t: pd.Timestamp) -> str:
+    """An HMI-style TAI T_OBS label (``2011.01.01_00:00:34_TAI``) for a UTC time."""
+    from astropy.time import Time
+
+    tai = pd.Timestamp(Time(t.to_pydatetime(), scale="utc").tai.to_datetime())
+    return tai.strftime("%Y.%m.%d_%H:%M:%S_TAI")
 
 
 def frame_times(array: zarr.Array) -> pd.DatetimeIndex:
@@ -83,7 +99,7 @@ def frame_times(array: zarr.Array) -> pd.DatetimeIndex:
     if tobs is None or len(tobs) != array.shape[0]:
         msg = f"array {array.path} has {array.shape[0]} frames but T_OBS lists {len(tobs or [])}"
         raise SdofmError(msg)
-    return _parse_tobs(tobs)
+    return parse_tobs(tobs)
 
 
 def eve_times(group: zarr.Group) -> pd.DatetimeIndex:

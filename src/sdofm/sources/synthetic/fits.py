@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from astropy.io import fits
 
+from sdofm.sources.sdoml import format_tai
 from sdofm.sources.synthetic.sun import RSUN_ARCSEC, Disk
 
 __all__ = ["aia_filename", "write_aia_fits", "write_hmi_fits"]
@@ -93,7 +94,7 @@ def write_hmi_fits(path: str | Path, blos: np.ndarray, *, t_obs: pd.Timestamp, d
             "CONTENT": "MAGNETOGRAM",
             "WAVELNTH": 6173.0,
             "WAVEUNIT": "angstrom",
-            "T_OBS": (t_obs + pd.Timedelta(seconds=34)).strftime("%Y.%m.%d_%H:%M:%S_TAI"),
+            "T_OBS": format_tai(t_obs),
             "DATE-OBS": t_obs.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3],
             "BUNIT": "Mx/cm^2",
             "QUALITY": 0,

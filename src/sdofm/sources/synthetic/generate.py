@@ -15,7 +15,14 @@ import pandas as pd
 import zarr
 
 from sdofm.io import atomic_output
-from sdofm.sources.sdoml import AIA_CHANNELS, COMPRESSOR, EVE_GROUP, EVE_TIME_FORMAT, HMI_COMPONENTS
+from sdofm.sources.sdoml import (
+    AIA_CHANNELS,
+    COMPRESSOR,
+    EVE_GROUP,
+    EVE_TIME_FORMAT,
+    HMI_COMPONENTS,
+    format_tai,
+)
 from sdofm.sources.synthetic import flares as fl
 from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
 from sdofm.sources.synthetic.fits import aia_filename, write_aia_fits, write_hmi_fits
@@ -353,9 +360,7 @@ def _frame_attrs(
 ) -> None:
     """Append one frame's FITS keywords to the per-array attrs lists (SDOML v2 style)."""
     keys = {
-        "T_OBS": (t + pd.Timedelta(seconds=34)).strftime("%Y.%m.%d_%H:%M:%S_TAI")
-        if hmi
-        else t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z",
+        "T_OBS": format_tai(t) if hmi else t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z",
         "CDELT1": disk.cdelt,
         "CDELT2": disk.cdelt,
         "CRPIX1": (disk.size + 1) / 2,
