@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+from scaling import print_scaling, run_child
 
 from sdofm.sources.sdoml import AIA_CHANNELS, HMI_COMPONENTS, pull_store
 from sdofm.sources.synthetic import EVE_LINES, SyntheticSun, generate
@@ -71,13 +70,7 @@ def measure(days: int, size: int, tmp: Path) -> dict:
         },
         "splits": {"val": [], "test": [[str(held_out), str(end)]], "buffer_days": 2},
     }
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(pulled), str(tmp / f"ds{days}.zarr"), json.dumps(params)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(CHILD, str(pulled), str(tmp / f"ds{days}.zarr"), json.dumps(params))
 
 
 def main() -> None:
@@ -87,14 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(args.days * k, args.size, Path(tmp)) for k in (1, 10)]
-    print(f"{'range':>6} {'steps':>6} {'seconds':>8} {'steps/s':>8} {'peak MB':>8}")
-    for k, r in zip((1, 10), rows, strict=True):
-        print(
-            f"{'x' + str(k):>6} {r['steps']:>6} {r['seconds']:>8.1f} "
-            f"{r['steps'] / r['seconds']:>8.1f} {r['peak_rss_mb']:>8.0f}"
-        )
-    growth = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"] - 1
-    print(f"peak memory growth x1 -> x10: {100 * growth:+.1f}%")
+    print_scaling(rows, "steps")
 
 
 if __name__ == "__main__":

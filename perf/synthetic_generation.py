@@ -9,10 +9,9 @@ peak memory should barely grow with the time range. Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
+
+from scaling import print_scaling, run_child
 
 CHILD = """
 import json, resource, sys, time
@@ -34,13 +33,7 @@ print(json.dumps({"days": days, "frames": len(sun.times), "seconds": seconds,
 
 def run(days: int, size: int, cadence: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(days), str(size), str(cadence), f"{tmp}/sun"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        return run_child(CHILD, str(days), str(size), str(cadence), f"{tmp}/sun")
 
 
 def main() -> None:
@@ -50,18 +43,7 @@ def main() -> None:
     parser.add_argument("--cadence", type=int, default=720, help="AIA/HMI cadence (minutes)")
     args = parser.parse_args()
     rows = [run(args.days * k, args.size, args.cadence) for k in (1, 10)]
-    print(f"{'range':>6} {'days':>6} {'frames':>7} {'seconds':>8} {'frames/s':>9} {'peak MB':>8}")
-    for k, r in zip((1, 10), rows, strict=True):
-        print(
-            f"{'x' + str(k):>6} {r['days']:>6} {r['frames']:>7} {r['seconds']:>8.1f} "
-            f"{r['frames'] / r['seconds']:>9.1f} {r['peak_rss_mb']:>8.0f}"
-        )
-    growth = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"] - 1
-    speed = [r["frames"] / r["seconds"] for r in rows]
-    print(
-        f"peak memory growth x1 -> x10: {100 * growth:+.1f}%; frames/s ratio x10/x1: "
-        f"{speed[1] / speed[0]:.2f} (a frame = 9 AIA + 3 HMI images)"
-    )
+    print_scaling(rows, "frames", " (a frame = 9 AIA + 3 HMI images)")
 
 
 if __name__ == "__main__":
