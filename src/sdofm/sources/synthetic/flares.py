@@ -5,23 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sdofm.sources.events import flux_to_goes_class
 from sdofm.sources.synthetic.sun import EARTH_ORBIT_DEG_PER_DAY, growth, snodgrass_rate
 
-__all__ = ["FLARE_INDEX", "FlareSet", "goes_class", "goes_xrs", "make_flares", "profile"]
+__all__ = ["FLARE_INDEX", "FlareSet", "goes_xrs", "make_flares", "profile"]
 
 FLARE_INDEX = 2.0  # dN/dF ∝ F^-α for the GOES peak flux (α ≈ 2, e.g. Veronig et al. 2002)
 MIN_PEAK = 1e-6  # W/m², GOES C1.0: the smallest flare catalogued
 MAX_PEAK = 2e-3  # X20
 RATE_PER_DAY = 0.08  # ≥C1 flares per day of a β region of 3e21 Mx at its peak
 BACKGROUND = 4e-9  # W/m², quiet-Sun 1–8 Å level (A4)
-
-
-def goes_class(peak: np.ndarray | float) -> np.ndarray:
-    """GOES class strings ('C3.2', 'M1.0', 'X2.4') of peak 1–8 Å fluxes in W/m²."""
-    peak = np.atleast_1d(np.asarray(peak, float))
-    exps = np.clip(np.floor(np.log10(peak)), -8, -4).astype(int)
-    letters = {-8: "A", -7: "B", -6: "C", -5: "M", -4: "X"}
-    return np.array([f"{letters[e]}{p / 10.0**e:.1f}" for p, e in zip(peak, exps, strict=True)])
 
 
 def make_flares(
@@ -78,7 +71,7 @@ def make_flares(
     flares = pd.DataFrame(rows, columns=cols).sort_values("peak_time", ignore_index=True)
     if flares.empty:  # no flares in the range: typed columns, so the time arithmetic works
         flares = flares.astype({"peak_time": "datetime64[ns]"} | dict.fromkeys(cols[1:6], float))
-    flares["goes_class"] = goes_class(flares["peak_flux"]) if len(flares) else []
+    flares["goes_class"] = [flux_to_goes_class(p) for p in flares["peak_flux"]]
     flares["start_time"] = flares["peak_time"] - pd.to_timedelta(2 * flares["rise_minutes"], "min")
     # GOES end: the flux has decayed half-way back to the pre-flare level.
     flares["end_time"] = flares["peak_time"] + pd.to_timedelta(
