@@ -67,9 +67,11 @@ def _mean_std(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
 
 
-def _standardise(train: np.ndarray, *others: np.ndarray) -> list[torch.Tensor]:
+def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[list[torch.Tensor], tuple]:
+    """Arrays standardised with the training rows' statistics, and those (mean, std)."""
     mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-8
-    return [torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (train, *others)]
+    tensors = [torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (train, *others)]
+    return tensors, (mu, sd)
 
 
 def run(
@@ -98,8 +100,9 @@ def run(
 
     # Targets: log irradiance standardised with training statistics only.
     logy = np.log10(eve)
-    y_tr, y_va, y_te = _standardise(logy[rows["train"]], logy[rows["val"]], logy[rows["test"]])
-    mu, sd = logy[rows["train"]].mean(axis=0), logy[rows["train"]].std(axis=0) + 1e-8
+    (y_tr, y_va, y_te), (mu, sd) = _standardise(
+        logy[rows["train"]], logy[rows["val"]], logy[rows["test"]]
+    )
 
     def to_physical(z: torch.Tensor) -> np.ndarray:
         return 10 ** (z.detach().numpy() * sd + mu)
@@ -109,7 +112,7 @@ def run(
 
     # Foundation-model head on frozen embeddings.
     z = emb.embedding.values
-    e_tr, e_va, e_te = _standardise(z[rows["train"]], z[rows["val"]], z[rows["test"]])
+    (e_tr, e_va, e_te), _ = _standardise(z[rows["train"]], z[rows["val"]], z[rows["test"]])
     width = e_tr.shape[1]
     head = (
         nn.Linear(width, len(lines))

@@ -432,7 +432,7 @@ def _quarantine_bad_frames(x: np.ndarray, rows: np.ndarray, al: Alignment) -> np
                     "time": al.grid[rows[r]],
                     "channel": name,
                     "issue": issue,
-                    "detail": f"frame at {al.frame_time[rows[r], c]}",
+                    "detail": f"frame at {al.frames[c].times[al.pos[rows[r], c]]}",
                 }
             )
         bad |= ~finite | dark

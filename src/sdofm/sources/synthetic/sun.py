@@ -136,7 +136,6 @@ class Disk:
         # Heliographic coordinates of each on-disk pixel (observer tilted by B0).
         self.lat = np.arcsin(np.clip(self.y * np.cos(b0) + self.mu * np.sin(b0), -1.0, 1.0))
         self.lon = np.arctan2(self.x, self.mu * np.cos(b0) - self.y * np.sin(b0))
-        self.pixel_area_cm2 = (self.cdelt / RSUN_ARCSEC * RSUN_CM) ** 2
 
     def distance(self, lat_deg: float, lon_deg: float) -> np.ndarray:
         """Great-circle distance (rad) of each pixel's surface point from (lat, lon)."""
