@@ -81,3 +81,47 @@ def dataset(tmp_path_factory, tiny_config, pulled) -> Path:
     out = tmp_path_factory.mktemp("dataset") / "dataset.zarr"
     build_dataset(pulled, out, {"data": tiny_config["data"], "splits": tiny_config["splits"]})
     return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, tiny_config, dataset) -> Path:
+    """A tiny backbone pretrained for one epoch on the tiny data set."""
+    from sdofm.training.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("pretrain") / "model.ckpt"
+    pretrain(dataset, out, dict(tiny_config["pretrain"], max_epochs=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def embeddings(tmp_path_factory, tiny_config, dataset, checkpoint) -> Path:
+    from sdofm.embeddings.extract import extract_embeddings
+
+    out = tmp_path_factory.mktemp("embeddings") / "embeddings.zarr"
+    extract_embeddings(dataset, checkpoint, out, dict(tiny_config["embed"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def events(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
+    """The tiny Sun's flare list and F10.7 as `sdofm events` writes them."""
+    from sdofm.sources.events import collect_events
+
+    out = tmp_path_factory.mktemp("events") / "events"
+    data = tiny_config["data"]
+    collect_events(
+        synthetic_mirror / "flares.csv",
+        synthetic_mirror / "f107.csv",
+        out,
+        start=data["start"],
+        end=data["end"],
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def task_inputs(dataset, embeddings, checkpoint, events):
+    """Everything a benchmark task reads, for the tiny configuration."""
+    from sdofm.benchmarks.common import TaskInputs
+
+    return TaskInputs(dataset, embeddings, checkpoint, events)

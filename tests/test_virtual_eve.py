@@ -14,9 +14,7 @@ from sdofm.benchmarks.common import bootstrap_ci, fit
 from sdofm.benchmarks.virtual_eve import relative_absolute_error, run
 from sdofm.config import config_hash
 from sdofm.dataset.loader import open_dataset
-from sdofm.embeddings.extract import extract_embeddings
 from sdofm.io import file_sha256
-from sdofm.training.pretrain import pretrain
 
 MODELS = ("fm_head", "baseline", "baseline_linear", "climatology")
 
@@ -80,16 +78,12 @@ def test_fit_early_stops_with_best_weights():
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, tiny_config, dataset):
-    """Pretrain one epoch, extract embeddings and run the benchmark once."""
-    root = tmp_path_factory.mktemp("virtual_eve")
-    ckpt = root / "pretrain" / "model.ckpt"
-    pretrain(dataset, ckpt, dict(tiny_config["pretrain"], max_epochs=1))
-    emb = root / "embeddings.zarr"
-    extract_embeddings(dataset, ckpt, emb, dict(tiny_config["embed"]))
+def benchmark(tmp_path_factory, tiny_config, task_inputs):
+    """Run the benchmark once on the shared tiny backbone and its embeddings."""
+    out = tmp_path_factory.mktemp("virtual_eve") / "out"
     params = copy.deepcopy(tiny_config["benchmarks"]["virtual_eve"])
-    result = run(dataset, emb, ckpt, root / "out", params)
-    return {"out": root / "out", "ckpt": ckpt, "params": params, "result": result}
+    result = run(task_inputs, out, params)
+    return {"out": out, "ckpt": task_inputs.checkpoint, "params": params, "result": result}
 
 
 def _usable_rows(dataset):

@@ -24,6 +24,7 @@ __all__ = ["main"]
 SECTIONS = {
     "simulate": ["synthetic"],
     "pull": ["sources", "data"],
+    "events": ["sources", "data"],
     "build": ["data", "splits"],
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
@@ -109,6 +110,21 @@ def _pull(args, params):
     return counts
 
 
+def _events(args, params):
+    from sdofm.sources.events import collect_events
+
+    src, data = params["sources"]["events"], params["data"]
+    root = Path(args.source) if args.source else None
+
+    def where(name: str) -> Path:  # relative names are in the synthetic mirror
+        path = Path(src[name])
+        return root / path if root and not path.is_absolute() else path
+
+    return collect_events(
+        where("flares"), where("f107"), args.out, start=data["start"], end=data["end"]
+    )
+
+
 def _ingest(args, params):
     from sdofm.sources.ingest import ingest_fits
 
@@ -152,11 +168,18 @@ def _embed(args, params):
 
 def _benchmark(args, params):
     from sdofm.benchmarks import TASKS
+    from sdofm.benchmarks.common import TaskInputs
 
     if args.task not in TASKS:
         msg = f"unknown benchmark task {args.task!r}; known tasks: {sorted(TASKS)}"
         raise SdofmError(msg)
-    result = TASKS[args.task](args.dataset, args.embeddings, args.checkpoint, args.out, params)
+    inputs = TaskInputs(
+        Path(args.dataset),
+        Path(args.embeddings),
+        Path(args.checkpoint),
+        Path(args.events) if args.events else None,
+    )
+    result = TASKS[args.task](inputs, args.out, params)
     return {m: v["median"] for m, v in result["models"].items() if "median" in v}
 
 
@@ -185,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
+    p = add("events", "copy the flare list and daily F10.7 into the workflow's layout", _events)
+    p.add_argument("--source", help="folder that relative sources.events paths are in")
+    p.add_argument("--out", required=True, help="folder for flares.csv and f107.csv")
     p = add(
         "ingest",
         "calibrate level-1 AIA/HMI FITS files into an SDOML v2 store (aiapy)",
@@ -216,6 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("task")
     for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
         p.add_argument(name, required=True)
+    p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
     p = add(
         "report",
         "execute a report notebook with papermill and convert it to HTML",

@@ -3,6 +3,7 @@ rule run_benchmark:
         dataset=f"{RESULTS}/data/dataset.zarr",
         embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
         checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        events=f"{RESULTS}/data/events",
     output:
         metrics=f"{RESULTS}/{{task}}/metrics.json",
         predictions=f"{RESULTS}/{{task}}/predictions.csv",
@@ -23,4 +24,5 @@ rule run_benchmark:
     shell:
         "sdofm benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
         " --embeddings {input.embeddings} --checkpoint {input.checkpoint}"
+        " --events {input.events}"
         " --out {params.out_dir} > {log} 2>&1"

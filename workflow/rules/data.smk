@@ -79,3 +79,25 @@ rule build_dataset:
         settings=as_arg("data", "splits"),
     shell:
         "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"
+
+
+rule collect_events:
+    input:
+        f"{RESULTS}/synthetic" if SYNTHETIC else [],
+    output:
+        directory(f"{RESULTS}/data/events"),
+    log:
+        f"{LOGS}/collect_events.log",
+    benchmark:
+        f"{BENCHMARKS}/collect_events.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime_for(10),
+    params:
+        settings=as_arg("sources", "data"),
+    shell:
+        "sdofm events --params {params.settings} --out {output}"
+        + (" --source {input}" if SYNTHETIC else "")
+        + " > {log} 2>&1"

@@ -7,18 +7,80 @@ import json
 import platform
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+import xarray as xr
 from torch import nn
 
+from sdofm import SdofmError
 from sdofm.config import config_hash
 from sdofm.io import atomic_output, file_sha256
 
-__all__ = ["bootstrap_ci", "fit", "provenance", "write_json"]
+__all__ = [
+    "TaskInputs",
+    "bootstrap_ci",
+    "ci",
+    "fit",
+    "provenance",
+    "split_rows",
+    "write_json",
+    "write_outputs",
+]
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    """What every task reads: the ML-ready store, the embeddings, the backbone, the event data.
+
+    ``events`` is the folder `sdofm events` writes (``flares.csv``, ``f107.csv``).
+    """
+
+    dataset: Path
+    embeddings: Path
+    checkpoint: Path
+    events: Path | None = None
+
+    def open(self) -> tuple[xr.Dataset, xr.Dataset]:
+        """The data set and its embeddings, checked to cover the same time steps."""
+        from sdofm.dataset.loader import open_dataset
+        from sdofm.embeddings.extract import open_embeddings
+
+        ds, emb = open_dataset(self.dataset), open_embeddings(self.embeddings)
+        if not np.array_equal(emb.time.values, ds.time.values):
+            msg = f"embeddings {self.embeddings} do not cover the time steps of {self.dataset}"
+            raise SdofmError(msg + ": re-run `sdofm embed`")
+        return ds, emb
+
+    def event_file(self, name: str) -> Path:
+        """``events/name``, or a clear error when the task was run without event data."""
+        if self.events is None or not (Path(self.events) / name).exists():
+            msg = f"no {name} in the event folder {self.events} (run `sdofm events`)"
+            raise SdofmError(msg)
+        return Path(self.events) / name
+
+
+def split_rows(
+    ds: xr.Dataset, usable: np.ndarray, task: str, need: tuple[str, ...] = ("train", "test")
+) -> dict[str, np.ndarray]:
+    """Row numbers of each split among ``usable`` rows; an error if a needed split is empty."""
+    split = ds.split.values
+    rows = {s: np.flatnonzero(usable & (split == s)) for s in ("train", "val", "test")}
+    for s in need:
+        if len(rows[s]) < 2:
+            msg = f"{task}: the {s} split has {len(rows[s])} usable time steps"
+            raise SdofmError(msg)
+    return rows
+
+
+def ci(point: float, lo: float, hi: float) -> dict[str, Any]:
+    """One metric as metrics.json stores it: value and 95 % interval."""
+    return {"value": float(point), "ci95": [float(lo), float(hi)]}
 
 
 def fit(
@@ -120,3 +182,12 @@ def write_json(obj: dict[str, Any], path: str | Path) -> None:
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(clean(obj), indent=2))
+
+
+def write_outputs(result: dict[str, Any], predictions: pd.DataFrame, out_dir: str | Path) -> None:
+    """``predictions.csv`` then ``metrics.json`` (last: Snakemake's sign that the task is done)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    write_json(result, out_dir / "metrics.json")

@@ -19,11 +19,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sdofm import SdofmError
-from sdofm.benchmarks.common import bootstrap_ci, fit, provenance, write_json
-from sdofm.dataset.loader import Normaliser, open_dataset
-from sdofm.embeddings.extract import open_embeddings
-from sdofm.io import atomic_output
+from sdofm.benchmarks.common import (
+    TaskInputs,
+    bootstrap_ci,
+    fit,
+    provenance,
+    split_rows,
+    write_outputs,
+)
+from sdofm.dataset.loader import Normaliser
 
 __all__ = ["BaselineCNN", "relative_absolute_error", "run"]
 
@@ -74,29 +78,13 @@ def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[list[torch.Ten
     return tensors, (mu, sd)
 
 
-def run(
-    dataset: str | Path,
-    embeddings: str | Path,
-    checkpoint: str | Path,
-    out_dir: str | Path,
-    params: dict[str, Any],
-) -> dict[str, Any]:
+def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate every model; write metrics.json and predictions.csv to ``out_dir``."""
-    out_dir = Path(out_dir)
-    ds = open_dataset(dataset)
-    emb = open_embeddings(embeddings)
-    if not np.array_equal(emb.time.values, ds.time.values):
-        msg = f"embeddings {embeddings} do not cover the time steps of {dataset}: re-run embed"
-        raise SdofmError(msg)
+    ds, emb = inputs.open()
     lines = [str(v) for v in ds.line.values]
     eve = ds.eve.values.astype(np.float64)
     usable = ds.valid.values & np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1)
-    split = ds.split.values
-    rows = {s: np.flatnonzero(usable & (split == s)) for s in ("train", "val", "test")}
-    for s in ("train", "test"):
-        if len(rows[s]) < 2:
-            msg = f"virtual_eve: the {s} split has {len(rows[s])} time steps with EVE data"
-            raise SdofmError(msg)
+    rows = split_rows(ds, usable, "virtual_eve")
 
     # Targets: log irradiance standardised with training statistics only.
     logy = np.log10(eve)
@@ -187,7 +175,7 @@ def run(
             "median_rae_percent": 1.6,
             "source": "Szenicer et al. 2019 (real SDO data)",
         },
-        "provenance": provenance(params, checkpoint=checkpoint),
+        "provenance": provenance(params, checkpoint=inputs.checkpoint),
     }
     result["provenance"]["embeddings_checkpoint_sha256"] = emb.attrs.get("checkpoint_sha256")
     table = pd.concat(
@@ -203,10 +191,7 @@ def run(
             for k, line in enumerate(lines)
         ]
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out_dir / "predictions.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(result, out_dir / "metrics.json")
+    write_outputs(result, table, out_dir)
     return result
 
 

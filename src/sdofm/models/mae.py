@@ -162,6 +162,16 @@ class MaskedAutoencoder(nn.Module):
         pred = self.forward_decoder(latent, restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
+    def tokens(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Patch tokens of the unmasked encoder on the patch grid: (B, D, H/p, W/p).
+
+        Not under ``no_grad``: a task that fine-tunes the backbone back-propagates through it.
+        """
+        latent, _, _ = self.forward_encoder(imgs, 0.0)
+        b, n, d = latent[:, 1:].shape
+        g = int(round(n**0.5))
+        return latent[:, 1:].transpose(1, 2).reshape(b, d, g, g)
+
     @torch.no_grad()
     def embed(self, imgs: torch.Tensor) -> torch.Tensor:
         """Embedding of each image by the unmasked encoder: [CLS, mean patch token], (B, 2D)."""

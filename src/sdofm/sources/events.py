@@ -16,6 +16,7 @@ from sdofm.sources.sdoml import EVE_GROUP, eve_times, open_store
 
 __all__ = [
     "FLARE_COLUMNS",
+    "collect_events",
     "flare_labels",
     "flux_to_goes_class",
     "goes_class_to_flux",
@@ -210,7 +211,7 @@ def _first(df: pd.DataFrame, *names: str) -> pd.Series | None:
 def read_flare_list(path: str | Path) -> pd.DataFrame:
     """A flare list as one row per flare, sorted by peak time.
 
-    Reads two CSV layouts:
+    Reads three CSV layouts:
 
     * HEK (``event_starttime, event_peaktime, event_endtime, fl_goescls, fl_peakflux, hgs_x,
       hgs_y, ar_noaanum``), as the synthetic Sun and HEK queries write it;
@@ -218,7 +219,8 @@ def read_flare_list(path: str | Path) -> pd.DataFrame:
       events layout ``event_date`` (YYYYMMDD) with ``start, max, end`` as hhmm (times before the
       previous one are the next day; ``////`` is unknown), plus ``goes_class`` (or
       ``particulars``, first token), optional ``peak_flux``, ``noaa_active_region`` (or
-      ``region``) and ``location`` (e.g. ``S21W63``).
+      ``region``) and ``location`` (e.g. ``S21W63``);
+    * this function's own output columns (`FLARE_COLUMNS`), as `collect_events` writes them.
 
     Returns columns start, peak, end (UTC, naive), goes_class (``"M1.5"``), peak_flux (W/m^2;
     from the class where not given), lat, lon (heliographic deg, east negative; NaN when absent)
@@ -254,6 +256,13 @@ def read_flare_list(path: str | Path) -> pd.DataFrame:
         ar = _first(df, "noaa_active_region", "noaa_ar", "region", "reg#")
         if "location" in df.columns:
             lat, lon = _location(df["location"])
+    elif {"peak", "goes_class"} <= set(df.columns):  # this module's own layout (FLARE_COLUMNS)
+        start = _times(df.get("start", pd.Series(index=df.index)), path, "start", False)
+        peak = _times(df["peak"], path, "peak", True)
+        end = _times(df.get("end", pd.Series(index=df.index)), path, "end", False)
+        cls, flux, ar = df["goes_class"], df.get("peak_flux"), df.get("noaa_ar")
+        lat = pd.to_numeric(df.get("lat"), errors="coerce").to_numpy(float)
+        lon = pd.to_numeric(df.get("lon"), errors="coerce").to_numpy(float)
     else:
         msg = (
             f"{path} is not a known flare list: expected HEK columns (event_peaktime, fl_goescls, "
@@ -493,3 +502,33 @@ def read_goes_xrs(path: str | Path) -> pd.DataFrame:
     xrsb = pd.to_numeric(df["xrsb_flux"], errors="coerce")
     xrsa = pd.to_numeric(df["xrsa_flux"], errors="coerce") if "xrsa_flux" in df else np.nan
     return _xrs_frame(time, xrsb, np.broadcast_to(xrsa, len(df)))
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow's copy of the event data
+
+
+def collect_events(
+    flares: str | Path, f107: str | Path, out: str | Path, *, start: Any, end: Any
+) -> dict[str, int]:
+    """Read a flare list and an F10.7 file (any layout the loaders know) into ``out``.
+
+    Writes ``out/flares.csv`` (`FLARE_COLUMNS`, ISO times) and ``out/f107.csv`` (daily, columns
+    time, observed_flux, adjusted_flux), both cut to [start, end), so the tasks read one
+    canonical layout whatever the source. Nothing is written unless both files read cleanly.
+    """
+    from sdofm.io import atomic_output
+
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    fl = read_flare_list(flares)
+    fl = fl[(fl["peak"] >= start) & (fl["peak"] < end)]
+    daily = read_f107(f107)
+    daily = daily[(daily.index >= start.floor("D")) & (daily.index < end)]
+    if daily["observed_flux"].notna().sum() + daily["adjusted_flux"].notna().sum() == 0:
+        msg = f"{f107} has no F10.7 values between {start:%Y-%m-%d} and {end:%Y-%m-%d}"
+        raise SdofmError(msg)
+    with atomic_output(out) as tmp:
+        tmp.mkdir()
+        fl.to_csv(tmp / "flares.csv", index=False, date_format="%Y-%m-%dT%H:%M:%S")
+        daily.to_csv(tmp / "f107.csv", date_format="%Y-%m-%d", float_format="%.2f")
+    return {"flares": len(fl), "f107_days": len(daily)}
