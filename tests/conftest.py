@@ -120,8 +120,8 @@ def events(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
 
 
 @pytest.fixture(scope="session")
-def task_inputs(dataset, embeddings, checkpoint, events):
+def task_inputs(dataset, embeddings, checkpoint, events, synthetic_mirror):
     """Everything a benchmark task reads, for the tiny configuration."""
     from sdofm.benchmarks.common import TaskInputs
 
-    return TaskInputs(dataset, embeddings, checkpoint, events)
+    return TaskInputs(dataset, embeddings, checkpoint, events, synthetic_mirror / "ground_truth")

@@ -178,6 +178,7 @@ def _benchmark(args, params):
         Path(args.embeddings),
         Path(args.checkpoint),
         Path(args.events) if args.events else None,
+        Path(args.truth) if args.truth else None,
     )
     result = TASKS[args.task](inputs, args.out, params)
     return {m: v["median"] for m, v in result["models"].items() if "median" in v}
@@ -243,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
         p.add_argument(name, required=True)
     p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
+    p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
     p = add(
         "report",
         "execute a report notebook with papermill and convert it to HTML",

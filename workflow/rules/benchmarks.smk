@@ -4,6 +4,7 @@ rule run_benchmark:
         embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
         checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
         events=f"{RESULTS}/data/events",
+        synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:
         metrics=f"{RESULTS}/{{task}}/metrics.json",
         predictions=f"{RESULTS}/{{task}}/predictions.csv",
@@ -24,5 +25,6 @@ rule run_benchmark:
     shell:
         "sdofm benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
         " --embeddings {input.embeddings} --checkpoint {input.checkpoint}"
-        " --events {input.events}"
-        " --out {params.out_dir} > {log} 2>&1"
+        " --events {input.events} --out {params.out_dir}"
+        + (f" --truth {RESULTS}/synthetic/ground_truth" if SYNTHETIC else "")
+        + " > {log} 2>&1"

@@ -38,13 +38,16 @@ __all__ = [
 class TaskInputs:
     """What every task reads: the ML-ready store, the embeddings, the backbone, the event data.
 
-    ``events`` is the folder `sdofm events` writes (``flares.csv``, ``f107.csv``).
+    ``events`` is the folder `sdofm events` writes (``flares.csv``, ``f107.csv``); ``truth`` is
+    the synthetic Sun's ``ground_truth`` folder (``degradation.csv``, ``flares.csv``, ...), None on
+    real data, where a task skips its planted-truth checks.
     """
 
     dataset: Path
     embeddings: Path
     checkpoint: Path
     events: Path | None = None
+    truth: Path | None = None
 
     def open(self) -> tuple[xr.Dataset, xr.Dataset]:
         """The data set and its embeddings, checked to cover the same time steps."""
