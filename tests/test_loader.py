@@ -89,9 +89,34 @@ def test_datamodule_batches(dataset, workers):
         assert 1 <= x.shape[0] <= 4 and rows.shape == (x.shape[0],)
         seen += rows.tolist()
     assert sorted(seen) == dm.train_set.rows.tolist()
-    x, rows = next(iter(dm.val_dataloader()))
+    x, rows = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
     assert x.shape == (min(4, len(dm.val_set)), n_ch, 32, 32)
     np.testing.assert_allclose(x[0].numpy(), _expected(dataset, int(rows[0])), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_off_disk", [False, True])
+def test_normalising_on_the_device_equals_the_loader(dataset, mask_off_disk):
+    """Physical batches normalised after the transfer equal batches normalised in the loader,
+    NaN, negative and infinite values included."""
+    on_device = SDODataModule(dataset, batch_size=5, mask_off_disk=mask_off_disk)
+    in_loader = SDODataModule(
+        dataset, batch_size=5, mask_off_disk=mask_off_disk, normalise_on="loader"
+    )
+    for dm in (on_device, in_loader):
+        dm.setup()
+    raw, rows = next(iter(on_device.val_dataloader()))
+    assert raw.max() > 50  # physical DN/s, not normalised
+    raw[0, 0, :2, :2] = torch.tensor([[np.nan, -3.0], [np.inf, 0.0]])
+    got, got_rows = on_device.on_after_batch_transfer((raw, rows), 0)
+    expect = in_loader.val_set.norm.inplace(raw.numpy().copy(), in_loader.val_set.mask)
+    torch.testing.assert_close(got, torch.from_numpy(expect), atol=2e-6, rtol=1e-5)
+    assert torch.isfinite(got).all() and got_rows is rows
+    assert in_loader.on_after_batch_transfer((raw, rows), 0)[0] is raw  # left as it is
+
+
+def test_bad_normalise_on(dataset):
+    with pytest.raises(SdofmError, match="normalise_on must be 'device' or 'loader'"):
+        SDODataModule(dataset, normalise_on="gpu")
 
 
 def test_default_collate_still_works(dataset):

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from sdofm import SdofmError
 from sdofm.models import BACKBONES, MaskedAutoencoder, build_backbone
 
 SMALL = dict(
@@ -143,10 +144,20 @@ def test_build_backbone():
     """Presets build for the data's size and channels; unknown names are refused."""
     net = build_backbone("mae_tiny", img_size=32, in_chans=12, mask_ratio=0.5)
     assert net.grid == 4 and net.in_chans == 12 and net.mask_ratio == 0.5
-    assert net.embed_dim == BACKBONES["mae_tiny"]["embed_dim"]
+    assert net.embed_dim == BACKBONES["mae_tiny"][1]["embed_dim"]
     torch.manual_seed(0)
     assert net.embed(torch.zeros(1, 12, 32, 32)).shape == (1, 2 * net.embed_dim)
-    with pytest.raises(ValueError, match="unknown backbone 'mae_huge'"):
+    with pytest.raises(SdofmError, match="unknown backbone 'mae_huge'"):
         build_backbone("mae_huge", img_size=32, in_chans=12)
     with pytest.raises(ValueError, match="multiple of patch size"):
         build_backbone("mae_tiny", img_size=30, in_chans=12)
+
+
+def test_sdoml_scale_presets_are_large():
+    """At 512² with patch 16 the base and large presets are ViT-B and ViT-L sized."""
+    with torch.device("meta"):  # no memory: only the shapes
+        base = build_backbone("mae_base", img_size=512, in_chans=12)
+        large = build_backbone("mae_large", img_size=512, in_chans=12)
+    assert 100e6 < base.n_params < 130e6
+    assert 300e6 < large.n_params < 360e6
+    assert large.grid == 32

@@ -1,4 +1,4 @@
-"""Pretraining: a killed run resumes from its last checkpoint; stale checkpoints are ignored."""
+"""Pretraining: exact resume after a kill, refusal of foreign checkpoints, clear errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 import torch
 
-from sdofm.training.pretrain import cluster_layout
+from sdofm import SdofmError
+from sdofm.training.pretrain import _resume_point, cluster_layout, hardware, pretrain
 
 RUN = """
 import json, sys
@@ -30,43 +32,112 @@ def _start(dataset, out, params) -> subprocess.Popen:
     )
 
 
-def test_killed_run_resumes_from_last_checkpoint(dataset, tiny_config, tmp_path):
-    params = {**tiny_config["pretrain"], "max_epochs": 12}
-    out = tmp_path / "pretrain" / "model.ckpt"
-    last = out.parent / "checkpoints" / "last.ckpt"
-    proc = _start(dataset, out, params)
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)  # let it get a little further
-    proc.send_signal(signal.SIGKILL)  # a node failure: no chance to clean up
-    proc.wait()
-    assert last.exists() and not out.exists()
-    epoch_at_kill = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
-    assert 0 <= epoch_at_kill < params["max_epochs"] - 1
-
-    resumed = _start(dataset, out, params)
-    text = resumed.communicate(timeout=300)[0]
-    assert resumed.returncode == 0, text
-    assert "resuming from" in text
-    summary = json.loads(text.strip().splitlines()[-1])
-    assert summary["epochs"] == params["max_epochs"]
-    assert out.exists() and not last.parent.exists()  # checkpoints are cleared once done
-    history = pd.read_csv(out.parent / "loss_history.csv")
-    assert list(history["epoch"]) == list(range(params["max_epochs"]))  # nothing lost
-
-
-def test_checkpoint_of_other_settings_is_not_resumed(dataset, tiny_config, tmp_path):
-    params = {**tiny_config["pretrain"], "max_epochs": 1}
-    out = tmp_path / "model.ckpt"
-    ckpt_dir = out.parent / "checkpoints"
-    ckpt_dir.mkdir(parents=True)
-    stale = {"hyper_parameters": {"backbone": "mae_base"}, "state_dict": {}}
-    torch.save(stale, ckpt_dir / "last.ckpt")
-    proc = _start(dataset, out, params)
-    text = proc.communicate(timeout=300)[0]
+def _finish(proc: subprocess.Popen) -> dict:
+    text = proc.communicate(timeout=600)[0]
     assert proc.returncode == 0, text
-    assert "ignoring" in text and "resuming" not in text
+    return json.loads(text.strip().splitlines()[-1]) | {"log": text}
+
+
+def _weights(ckpt) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def params(tiny_config):
+    # 95 training samples in batches of 16: 6 steps an epoch, a checkpoint every 4.
+    return {
+        **tiny_config["pretrain"],
+        "max_epochs": 3,
+        "checkpoint_every_n_steps": 4,
+        "probe_every_n_steps": 5,
+    }
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, dataset, params):
+    out = tmp_path_factory.mktemp("uninterrupted") / "model.ckpt"
+    return out, _finish(_start(dataset, out, params))
+
+
+def test_killed_mid_epoch_resumes_to_the_same_weights(dataset, params, uninterrupted, tmp_path):
+    """SIGKILL (a node failure) after a mid-epoch checkpoint; the rerun resumes from it and
+    ends with exactly the weights, loss history and probe history of an uninterrupted run."""
+    out = tmp_path / "pretrain" / "model.ckpt"
+    ckpt_dir = out.parent / "checkpoints"
+    step = ckpt_dir / "step.ckpt"
+    proc = _start(dataset, out, params)
+    deadline = time.time() + 300
+    while not step.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it write the file completely
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up
+    proc.wait()
+    assert step.exists() and not out.exists()
+    # Resume from the mid-epoch checkpoint even if an end-of-epoch one came after it.
+    (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
+    saved = torch.load(step, map_location="cpu", weights_only=False)
+    assert saved["global_step"] % 6 != 0  # mid-epoch: the case Lightning alone gets wrong
+
+    resumed = _finish(_start(dataset, out, params))
+    assert f"resuming from {step}" in resumed["log"]
+    assert resumed["steps"] == uninterrupted[1]["steps"] == 18
+    ref, got = _weights(uninterrupted[0]), _weights(out)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert not ckpt_dir.exists()  # checkpoints are cleared once done
+    ref_dir = uninterrupted[0].parent
+    history = pd.read_csv(out.parent / "loss_history.csv")
+    pd.testing.assert_frame_equal(history, pd.read_csv(ref_dir / "loss_history.csv"))
+    probe = pd.read_csv(out.parent / "probe.csv")
+    pd.testing.assert_frame_equal(probe, pd.read_csv(ref_dir / "probe.csv"))
+
+
+def test_outputs_beside_the_checkpoint(uninterrupted, params):
+    """Loss curve, reconstructions, probe history and summary are written with the model."""
+    out, summary = uninterrupted
+    for name in ("loss_curve.png", "reconstructions.png", "probe.csv", "summary.json"):
+        assert (out.parent / name).stat().st_size > 0, name
+    probe = pd.read_csv(out.parent / "probe.csv")
+    assert list(probe["step"]) == [5, 10, 15, 18]  # every 5 steps and at the end
+    errors = pd.read_csv(out.parent / "reconstruction_error.csv")
+    assert list(errors["epoch"]) == [0, 1, 2]
+    assert summary["precision"] == "32-true" and summary["accelerator"] == "cpu"
+    assert summary["final_train_loss"] < summary["first_train_loss"]
+
+
+def test_checkpoint_of_other_settings_stops_the_run(dataset, params, uninterrupted, tmp_path):
+    """A checkpoint of another configuration is neither resumed nor deleted."""
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    foreign = torch.load(uninterrupted[0], map_location="cpu", weights_only=False)
+    foreign["hyper_parameters"]["backbone"] = "mae_small"
+    torch.save(foreign, ckpt_dir / "last.ckpt")
+    with pytest.raises(SdofmError, match=r"another configuration \(differs in: backbone\)"):
+        pretrain(dataset, tmp_path / "model.ckpt", params)
+    assert (ckpt_dir / "last.ckpt").exists() and not (tmp_path / "model.ckpt").exists()
+
+
+def test_unreadable_checkpoint_is_skipped(tmp_path, capsys):
+    (tmp_path / "step.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert _resume_point(tmp_path, {"backbone": "mae_tiny"}) is None
+    assert "unreadable" in capsys.readouterr().out
+
+
+def test_nan_loss_stops_with_advice(dataset, params, tmp_path):
+    with pytest.raises(SdofmError, match="lower pretrain.learning_rate"):
+        pretrain(dataset, tmp_path / "model.ckpt", {**params, "learning_rate": 1e30})
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_gpu_asked_where_none_exists(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SdofmError, match="sees no CUDA GPU.*set pretrain.accelerator"):
+        hardware({"accelerator": "gpu", "precision": "auto"})
+    assert hardware({"accelerator": "auto", "precision": "auto"}) == {
+        "accelerator": "cpu",
+        "precision": "32-true",
+    }
 
 
 def test_cluster_layout_from_srun_environment(monkeypatch):

@@ -3,7 +3,9 @@
 The hot path (``SDOImages.__getitem__``) reads one sample as one chunk: on a local store it
 reads the chunk file and Blosc-decodes it straight into a reused buffer (no xarray, no zarr
 call per item); elsewhere it falls back to ``zarr_array[row]``. Normalisation constants are
-derived once per data set, and applied in place.
+derived once per data set. In training, the loader hands over physical values and the
+normalisation runs on the accelerator after the transfer (``SDODataModule``): on a CPU it costs
+as much as decoding, on a GPU nothing, so the loader streams at the speed of the chunk reads.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 import torch
 import xarray as xr
 import zarr
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
 
 __all__ = [
     "Normaliser",
+    "ResumableLoader",
     "SDODataModule",
     "SDOImages",
     "SDOStacks",
@@ -66,6 +69,26 @@ class Normaliser:
         """(..., C, H, W) physical -> normalised float32, NaN -> 0 (the training mean)."""
         z = (apply_transform(x, self.transforms) - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def torch(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise a physical (B, C, H, W) tensor on its own device (same result as ``inplace``).
+
+        ``mask`` (H, W, 0/1) is multiplied in before NaNs become 0. Used after the batch has
+        been moved to the accelerator, where this is a few element-wise kernels.
+        """
+        if x.ndim == 5:  # (B, C, T, H, W) stacks: normalise as (B, C, T*H, W)
+            b, c, t, h, w = x.shape
+            m = mask.repeat(t, 1) if mask is not None else None
+            return self.torch(x.reshape(b, c, t * h, w), m).reshape(b, c, t, h, w)
+        dev = x.device
+        x = x.float()
+        if self._log:
+            log = torch.tensor(self._log, device=dev)
+            x = x.index_copy(1, log, x.index_select(1, log).clamp(min=0.0).log1p())
+        x = x * torch.from_numpy(self._scale).to(dev) + torch.from_numpy(self._offset).to(dev)
+        if mask is not None:
+            x = x * mask.to(dev, x.dtype)
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def inplace(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Normalise float32 (..., C, H, W) ``x`` in place (same result as ``__call__``).
@@ -150,7 +173,9 @@ class SDOImages(Dataset):
     """Normalised images of the given rows; one Zarr chunk read per sample.
 
     ``mask_off_disk`` sets the pixels outside the solar disk to 0 (the normalised mean).
-    The store is opened lazily, once per worker process.
+    ``normalise=False`` returns physical values, for a caller that normalises later with
+    ``self.norm.torch`` (and ``self.mask``) on the accelerator. The store is opened lazily,
+    once per worker process.
     """
 
     def __init__(
@@ -160,9 +185,11 @@ class SDOImages(Dataset):
         channels: list[str] | None = None,
         *,
         mask_off_disk: bool = False,
+        normalise: bool = True,
     ):
         ds = open_dataset(path)
         self.path, self.rows = str(path), np.asarray(rows, dtype=np.int64)
+        self.normalise = normalise
         self.norm = Normaliser(ds, channels)
         self.all_channels = len(self.norm.index) == ds.sizes["channel"] and self.norm.index == list(
             range(ds.sizes["channel"])
@@ -180,13 +207,12 @@ class SDOImages(Dataset):
         path: str | Path,
         split: str,
         channels: list[str] | None = None,
-        *,
-        mask_off_disk: bool = False,
+        **options: Any,
     ) -> SDOImages:
         """The valid rows of one split (``train``, ``val`` or ``test``)."""
         ds = open_dataset(path)
         rows = np.flatnonzero(ds.valid.values & (ds.split.values == split))
-        return cls(path, rows, channels, mask_off_disk=mask_off_disk)
+        return cls(path, rows, channels, **options)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -216,7 +242,9 @@ class SDOImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = int(self.rows[i])
-        x = self.norm.inplace(self.read_raw(row), self.mask)
+        x = self.read_raw(row)
+        if self.normalise:
+            self.norm.inplace(x, self.mask)
         return torch.from_numpy(x), row
 
     def __getitems__(self, indices: list[int]) -> _Batch:
@@ -243,20 +271,23 @@ class SDOImages(Dataset):
                 reader.read(row, out[k])
             else:
                 out[k] = self.read_raw(row)
-        self.norm.inplace(out, self.mask)
+        if self.normalise:
+            self.norm.inplace(out, self.mask)
         return _Batch(x, rows)
 
 
-def temporal_index(ds: xr.Dataset, *, frames: int, spacing: int, split: str) -> np.ndarray:
+def temporal_index(ds: xr.Dataset, *, frames: int, spacing: int, split: str | None) -> np.ndarray:
     """Rows of every temporal stack of one split: (stacks, frames), oldest first.
 
     A stack is ``frames`` time steps ``spacing`` steps apart, all valid and all in ``split``
-    (so a stack never straddles a split boundary or a gap). Taken from the index alone.
+    (so a stack never straddles a split boundary or a gap). ``split=None`` takes any valid
+    rows (embedding every time step; the frames before a test row are test or buffer rows,
+    never training rows, as long as the stack is shorter than the buffer). From the index alone.
     """
     if frames < 1 or spacing < 1:
         msg = f"a temporal stack needs frames ≥ 1 and spacing ≥ 1 (got {frames}, {spacing})"
         raise SdofmError(msg)
-    ok = ds.valid.values & (ds.split.values == split)
+    ok = ds.valid.values & (True if split is None else ds.split.values == split)
     offsets = np.arange(frames) * spacing
     last = len(ok) - offsets[-1]
     if last <= 0:
@@ -267,22 +298,91 @@ def temporal_index(ds: xr.Dataset, *, frames: int, spacing: int, split: str) -> 
 
 
 class SDOStacks(Dataset):
-    """Temporal stacks for the temporal model: (C, T, H, W) per item, oldest frame first."""
+    """Temporal stacks for the temporal model: (C, T, H, W) per item, oldest frame first.
+
+    The rows of an item are its T rows; ``rows`` says which row each item ends on (its time).
+    """
 
     def __init__(
-        self, path: str | Path, *, frames: int, spacing: int, split: str, **image_options: Any
+        self,
+        path: str | Path,
+        *,
+        frames: int,
+        spacing: int,
+        split: str | None,
+        **image_options: Any,
     ):
         ds = open_dataset(path)
         self.stacks = temporal_index(ds, frames=frames, spacing=spacing, split=split)
+        self.rows = self.stacks[:, -1] if len(self.stacks) else np.empty(0, np.int64)
         self.images = SDOImages(path, np.unique(self.stacks), **image_options)
+        self.norm, self.mask = self.images.norm, self.images.mask
         self.position = {int(r): i for i, r in enumerate(self.images.rows)}
 
     def __len__(self) -> int:
         return len(self.stacks)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         frames = [self.images[self.position[int(r)]][0] for r in self.stacks[i]]
-        return torch.stack(frames, dim=1), torch.from_numpy(self.stacks[i])
+        return torch.stack(frames, dim=1), int(self.rows[i])
+
+
+class _EpochSampler(Sampler[int]):
+    """Each epoch's order comes from (seed, epoch) alone, and an epoch can start part-way.
+
+    That is what makes a resumed run see exactly the samples, in exactly the order, that the
+    uninterrupted run would have seen after its checkpoint.
+    """
+
+    def __init__(self, n: int, *, shuffle: bool, seed: int):
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.epoch, self.skip = 0, 0
+
+    def __len__(self) -> int:  # a whole epoch, also when this one resumes part-way
+        return self.n
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(
+                self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            )
+        else:
+            order = torch.arange(self.n)
+        start, self.skip = self.skip, 0
+        self.epoch += 1
+        yield from order[start:].tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` whose position (epoch, batches done) is part of a Lightning checkpoint.
+
+    Lightning saves ``state_dict()`` with every checkpoint and hands it back on resume; the
+    training module reports how many batches of the epoch it has trained on (``batches_done``),
+    because Lightning fetches a batch ahead of the one it is training on.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int, shuffle: bool, **kwargs: Any):
+        self.epoch_sampler = _EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+        # Its own generator: starting an iterator draws a worker seed, which must not come
+        # from (and shift) the global RNG that the masks are drawn from.
+        gen = torch.Generator().manual_seed(seed)
+        super().__init__(dataset, sampler=self.epoch_sampler, generator=gen, **kwargs)
+        self.batches_done = 0
+
+    def __iter__(self):
+        self.batches_done = self.epoch_sampler.skip // self.batch_size  # 0 unless resuming
+        return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        """The epoch being trained and how many of its batches are done."""
+        return {"epoch": self.epoch_sampler.epoch - 1, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        skip = state["batches_done"] * self.batch_size
+        if skip >= self.epoch_sampler.n:  # saved at the end of an epoch: start the next one
+            self.epoch_sampler.epoch, self.epoch_sampler.skip = state["epoch"] + 1, 0
+        else:
+            self.epoch_sampler.epoch, self.epoch_sampler.skip = state["epoch"], skip
 
 
 class _Batch(list):
@@ -306,7 +406,14 @@ def _worker_init(worker_id: int) -> None:
 
 
 class SDODataModule(L.LightningDataModule):
-    """Train/val loaders over the ML-ready store."""
+    """Train/val loaders over the ML-ready store.
+
+    ``normalise_on="device"`` (the default) moves physical values and normalises each batch
+    after it reached the accelerator (``on_after_batch_transfer``); ``"loader"`` normalises in
+    the loader processes instead (e.g. for a consumer outside Lightning). ``frames`` > 1 gives
+    temporal stacks (B, C, T, H, W) of frames ``spacing`` steps apart. The training order is
+    a function of ``seed`` and the epoch, and resumes exactly from a checkpoint.
+    """
 
     def __init__(
         self,
@@ -316,24 +423,44 @@ class SDODataModule(L.LightningDataModule):
         num_workers: int = 0,
         prefetch_factor: int = 2,
         mask_off_disk: bool = False,
+        normalise_on: str = "device",
+        frames: int = 1,
+        spacing: int = 1,
+        seed: int = 0,
     ):
         super().__init__()
+        if normalise_on not in ("device", "loader"):
+            msg = f"normalise_on must be 'device' or 'loader', not {normalise_on!r}"
+            raise SdofmError(msg)
         self.path, self.batch_size, self.num_workers = str(path), batch_size, num_workers
         self.prefetch_factor, self.mask_off_disk = prefetch_factor, mask_off_disk
+        self.on_device = normalise_on == "device"
+        self.frames, self.spacing, self.seed = frames, spacing, seed
+
+    def _split(self, split: str) -> SDOImages | SDOStacks:
+        opts = {"mask_off_disk": self.mask_off_disk, "normalise": not self.on_device}
+        if self.frames > 1:
+            return SDOStacks(
+                self.path, frames=self.frames, spacing=self.spacing, split=split, **opts
+            )
+        return SDOImages.split(self.path, split, **opts)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = SDOImages.split(self.path, "train", mask_off_disk=self.mask_off_disk)
-        self.val_set = SDOImages.split(self.path, "val", mask_off_disk=self.mask_off_disk)
+        self.train_set, self.val_set = self._split("train"), self._split("val")
+        mask = self.train_set.mask
+        self._mask = torch.from_numpy(mask) if mask is not None else None
         if len(self.train_set) == 0:
-            msg = f"the training split of {self.path} is empty"
-            raise SdofmError(msg)
+            what = f"{self.frames}-frame stacks" if self.frames > 1 else "samples"
+            msg = f"the training split of {self.path} has no {what}: widen data.start/end"
+            raise SdofmError(msg + " or shrink the val/test splits")
 
-    def _loader(self, data: SDOImages, shuffle: bool) -> DataLoader:
+    def _loader(self, data: Dataset, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0
-        return DataLoader(
+        return ResumableLoader(
             data,
-            batch_size=self.batch_size,
+            seed=self.seed,
             shuffle=shuffle,
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             prefetch_factor=self.prefetch_factor if workers else None,
@@ -346,4 +473,21 @@ class SDODataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, shuffle=False) if len(self.val_set) else []
+        if not len(self.val_set):
+            return []
+        return DataLoader(
+            self.val_set,
+            generator=torch.Generator().manual_seed(self.seed),  # leaves the global RNG alone
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            collate_fn=collate,
+            worker_init_fn=_worker_init if self.num_workers else None,
+        )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise the physical batch where it now is (the accelerator, in training)."""
+        if not self.on_device:
+            return batch
+        x, rows = batch
+        return self.train_set.norm.torch(x, self._mask), rows

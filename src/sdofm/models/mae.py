@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["BACKBONES", "MaskedAutoencoder", "build_backbone", "sincos_pos_embed_2d"]
+__all__ = ["PRESETS", "Block", "MaskedAutoencoder", "sincos_pos_embed_2d"]
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -108,14 +108,20 @@ class MaskedAutoencoder(nn.Module):
         x = x.reshape(b, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, c, g * p, g * p)
 
-    def random_masking(self, x: torch.Tensor, ratio: float) -> tuple:
-        """Keep a random (1-ratio) of tokens: (B, L, D) -> (B, L_keep, D), mask, restore."""
+    def random_masking(
+        self, x: torch.Tensor, ratio: float, generator: torch.Generator | None = None
+    ) -> tuple:
+        """Keep a random (1-ratio) of tokens: (B, L, D) -> (B, L_keep, D), mask, restore.
+
+        ``generator`` draws the mask from its own stream (e.g. a fixed validation mask) instead
+        of the global one.
+        """
         b, n, d = x.shape
         if ratio == 0:  # embedding: keep every token in order, leave the RNG untouched
             idx = torch.arange(n, device=x.device).expand(b, n)
             return x, torch.zeros(b, n, device=x.device), idx
         keep = max(1, int(round(n * (1 - ratio))))
-        noise = torch.rand(b, n, device=x.device)
+        noise = torch.rand(b, n, device=x.device, generator=generator)
         shuffle = torch.argsort(noise, dim=1)
         restore = torch.argsort(shuffle, dim=1)
         kept = torch.gather(x, 1, shuffle[:, :keep, None].expand(-1, -1, d))
@@ -123,10 +129,12 @@ class MaskedAutoencoder(nn.Module):
         mask[:, :keep] = 0
         return kept, torch.gather(mask, 1, restore), restore
 
-    def forward_encoder(self, imgs: torch.Tensor, ratio: float) -> tuple:
+    def forward_encoder(
+        self, imgs: torch.Tensor, ratio: float, generator: torch.Generator | None = None
+    ) -> tuple:
         """(B, C, H, W) -> latent (B, 1+L_keep, D), mask (B, L), restore (B, L)."""
         x = self.patch_embed(self.patchify(imgs)) + self.pos
-        x, mask, restore = self.random_masking(x, ratio)
+        x, mask, restore = self.random_masking(x, ratio, generator)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for blk in self.blocks:
             x = blk(x)
@@ -155,10 +163,15 @@ class MaskedAutoencoder(nn.Module):
         per_patch = ((pred - target) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum().clamp(min=1)
 
-    def forward(self, imgs: torch.Tensor, mask_ratio: float | None = None) -> tuple:
+    def forward(
+        self,
+        imgs: torch.Tensor,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple:
         """Returns (loss, predicted patches, mask) with mask 1 where a patch was hidden."""
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, restore = self.forward_encoder(imgs, ratio)
+        latent, mask, restore = self.forward_encoder(imgs, ratio, generator)
         pred = self.forward_decoder(latent, restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
@@ -172,6 +185,14 @@ class MaskedAutoencoder(nn.Module):
         g = int(round(n**0.5))
         return latent[:, 1:].transpose(1, 2).reshape(b, d, g, g)
 
+    def reconstruct(self, pred: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
+        """Predicted patches as images, in the units of ``imgs`` (undoes ``norm_pix_loss``)."""
+        if self.norm_pix_loss:
+            target = self.patchify(imgs)
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            pred = pred * (var + 1e-6) ** 0.5 + mean
+        return self.unpatchify(pred)
+
     @torch.no_grad()
     def embed(self, imgs: torch.Tensor) -> torch.Tensor:
         """Embedding of each image by the unmasked encoder: [CLS, mean patch token], (B, 2D)."""
@@ -183,8 +204,9 @@ class MaskedAutoencoder(nn.Module):
         return sum(math.prod(p.shape) for p in self.parameters())
 
 
-# Presets: tiny runs on a laptop CPU in minutes; base is ViT-B at the SDOML scale.
-BACKBONES = {
+# Presets: tiny runs on a laptop CPU in minutes; base (ViT-B, ~110 M) and large (ViT-L,
+# ~330 M parameters) are for 512² SDOML images with patch 16 on GPUs.
+PRESETS = {
     "mae_tiny": dict(
         patch_size=8,
         embed_dim=128,
@@ -212,12 +234,13 @@ BACKBONES = {
         decoder_depth=8,
         decoder_heads=16,
     ),
+    "mae_large": dict(
+        patch_size=16,
+        embed_dim=1024,
+        depth=24,
+        num_heads=16,
+        decoder_dim=512,
+        decoder_depth=8,
+        decoder_heads=16,
+    ),
 }
-
-
-def build_backbone(name: str, *, img_size: int, in_chans: int, **kwargs) -> MaskedAutoencoder:
-    """Instantiate a named preset for the given image size and channel count."""
-    if name not in BACKBONES:
-        msg = f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}"
-        raise ValueError(msg)
-    return MaskedAutoencoder(img_size=img_size, in_chans=in_chans, **BACKBONES[name], **kwargs)

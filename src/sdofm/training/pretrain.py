@@ -1,10 +1,17 @@
-"""Pretrain a masked-autoencoder backbone on the ML-ready store with Lightning."""
+"""Pretrain a backbone (MAE, temporal MAE or VAE) on the ML-ready store with Lightning.
+
+One code path from a laptop CPU to many GPUs: the hardware, precision and process layout come
+from the config and from how the job was launched (``srun`` -> DDP, SLURM requeue). A killed
+run resumes exactly: weights, optimiser, schedule, RNG and the position in the epoch are all in
+the checkpoint, so the resumed run ends with the weights an uninterrupted run would have.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import random
 import shutil
 import signal
 import sys
@@ -12,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,56 +27,124 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
-from sdofm.dataset.loader import SDODataModule, open_dataset
-from sdofm.models import build_backbone
+from sdofm.dataset.loader import ResumableLoader, SDODataModule, open_dataset
+from sdofm.models import backbone_kwargs, build_backbone
 
-__all__ = ["MAEPretrainer", "load_backbone", "pretrain"]
+__all__ = ["Pretrainer", "cluster_layout", "hardware", "load_backbone", "pretrain"]
 
 
-class MAEPretrainer(L.LightningModule):
-    """Steps, optimiser and logging around a backbone given from outside."""
+class Pretrainer(L.LightningModule):
+    """Steps, optimiser, schedule and logging around a backbone given from outside.
+
+    The backbone's ``forward(x)`` returns ``(loss, prediction, mask)``; validation draws its
+    masks from a fixed generator, so validation losses are comparable across epochs and
+    validation never touches the training RNG.
+    """
 
     def __init__(
         self,
         net: torch.nn.Module,
         *,
         backbone: str,
-        img_size: int,
-        in_chans: int,
+        net_kwargs: dict[str, Any],
         channels: list[str],
+        frames: int,
+        spacing: int,
         dataset_hash: str,
         learning_rate: float,
         weight_decay: float,
         warmup_epochs: int,
         max_epochs: int,
-        mask_ratio: float,
-        norm_pix_loss: bool,
+        seed: int,
     ):
         super().__init__()
         self.net = net
         self.save_hyperparameters(ignore=["net"])
+        # Loss per step and per validation pass; kept in the checkpoint so that a resumed run
+        # has the whole history (the CSV log of a killed process may not have been flushed).
+        self.history: dict[str, list] = {"train": [], "val": []}
+        self._val_losses: list[float] = []
 
     def training_step(self, batch, batch_idx):
         loss, _, _ = self.net(batch[0])
         if not torch.isfinite(loss):
-            msg = f"non-finite loss at step {self.global_step}: lower pretrain.learning_rate"
+            hp = self.hparams
+            msg = (
+                f"the training loss is {loss.item()} at step {self.global_step} (epoch "
+                f"{self.current_epoch}): lower pretrain.learning_rate (now {hp.learning_rate}), "
+                f"raise warmup_epochs, or use precision 32-true"
+            )
             raise SdofmError(msg)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):
+            loader.batches_done += 1  # the position a checkpoint taken now resumes from
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.history["train"].append([self.global_step, self.current_epoch, loss.item()])
         return loss
 
     def validation_step(self, batch, batch_idx):
-        loss, _, _ = self.net(batch[0])
+        gen = torch.Generator(device=batch[0].device).manual_seed(self.hparams.seed + batch_idx)
+        loss, _, _ = self.net(batch[0], generator=gen)
         self.log("val_loss", loss, prog_bar=True, on_epoch=True)
+        self._val_losses.append(loss.item())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_losses and not self.trainer.sanity_checking:
+            mean = sum(self._val_losses) / len(self._val_losses)
+            self.history["val"].append([self.current_epoch, mean])
+        self._val_losses = []
+
+    def loss_history(self) -> pd.DataFrame:
+        """Mean training loss (over the epoch's steps) and validation loss per epoch."""
+        train = pd.DataFrame(self.history["train"], columns=["step", "epoch", "train_loss"])
+        val = pd.DataFrame(self.history["val"], columns=["epoch", "val_loss"])
+        per_epoch = train.groupby("epoch")[["train_loss"]].mean()
+        return per_epoch.join(val.groupby("epoch").last(), how="outer")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not keep the global RNG states; the masks of the next steps depend on
+        # them. Tensors and plain types only, so the checkpoint loads with weights_only=True.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+        checkpoint["loss_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = checkpoint.get("loss_history", {"train": [], "val": []})
+        rng = checkpoint.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])
+
+    def _total_steps(self) -> int:
+        """Optimiser steps of the whole run, from the data set's size.
+
+        Not ``trainer.estimated_stepping_batches``: it builds the training loader before the
+        checkpoint is restored, and Lightning then never hands the loader its saved position.
+        """
+        trainer, dm = self.trainer, self.trainer.datamodule
+        batches = math.ceil(len(dm.train_set) / (dm.batch_size * trainer.world_size))
+        return math.ceil(batches / trainer.accumulate_grad_batches) * trainer.max_epochs
 
     def configure_optimizers(self):
         hp = self.hparams
+        decay = [p for n, p in self.net.named_parameters() if p.ndim > 1 and "token" not in n]
+        no_decay = [p for n, p in self.net.named_parameters() if p.ndim <= 1 or "token" in n]
         opt = torch.optim.AdamW(
-            self.net.parameters(),
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=hp.learning_rate,
             weight_decay=hp.weight_decay,
             betas=(0.9, 0.95),
         )
-        total = max(1, self.trainer.estimated_stepping_batches)
+        total = max(1, self._total_steps())
         warmup = min(total - 1, int(total * hp.warmup_epochs / hp.max_epochs))
 
         def schedule(step: int) -> float:  # linear warm-up, then cosine decay
@@ -83,17 +159,14 @@ class MAEPretrainer(L.LightningModule):
 def load_backbone(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a backbone from a checkpoint written by `pretrain`; returns (net, hparams)."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = ckpt["hyper_parameters"]
-    net = build_backbone(
-        hp["backbone"],
-        img_size=hp["img_size"],
-        in_chans=hp["in_chans"],
-        mask_ratio=hp["mask_ratio"],
-        norm_pix_loss=hp["norm_pix_loss"],
-    )
+    hp = ckpt.get("hyper_parameters", {})
+    if "net_kwargs" not in hp:
+        msg = f"{ckpt_path} is not a checkpoint written by `sdofm pretrain`"
+        raise SdofmError(msg)
+    net = build_backbone(hp["backbone"], **hp["net_kwargs"])
     state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
     net.load_state_dict(state)
-    return net.eval(), hp
+    return net.eval(), dict(hp)
 
 
 def cluster_layout() -> dict[str, Any]:
@@ -118,77 +191,140 @@ def cluster_layout() -> dict[str, Any]:
     return {"devices": 1, "num_nodes": 1}
 
 
+def hardware(params: dict[str, Any]) -> dict[str, Any]:
+    """Accelerator and precision for the Trainer; an error if a GPU is asked for and absent.
+
+    ``precision: auto`` is bf16 mixed precision on a GPU that has bf16, else 32-bit.
+    """
+    accelerator, precision = params["accelerator"], params["precision"]
+    has_gpu = torch.cuda.is_available()
+    if accelerator == "gpu" and not has_gpu:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+        msg = (
+            f"pretrain.accelerator is 'gpu' but this process sees no CUDA GPU "
+            f"(CUDA_VISIBLE_DEVICES={visible}): run it on a GPU node (`--profile slurm` asks for "
+            f"one) or set pretrain.accelerator to 'auto' or 'cpu'"
+        )
+        raise SdofmError(msg)
+    on_gpu = accelerator == "gpu" or (accelerator == "auto" and has_gpu)
+    if precision == "auto":
+        precision = "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+    return {"accelerator": "gpu" if on_gpu else "cpu", "precision": precision}
+
+
 def _resume_point(ckpt_dir: Path, hparams: dict[str, Any]) -> Path | None:
     """The newest checkpoint in ``ckpt_dir`` written by this very configuration, if any.
 
-    Candidates are the rolling ``last.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt`` (written when
-    SLURM signals the time limit). Checkpoints of other settings are removed, not resumed.
+    Candidates are the rolling ``last.ckpt``/``step.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt``
+    (written when SLURM signals the time limit). A checkpoint of other settings stops the run:
+    resuming it would be wrong and deleting it could lose days of training.
     """
     newest_first = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for ckpt in newest_first:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if dict(saved.get("hyper_parameters", {})) == dict(hparams):
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, OSError) as err:  # killed while writing it
+            print(f"ignoring {ckpt}: unreadable ({err})")
+            continue
+        theirs = dict(saved.get("hyper_parameters", {}))
+        if theirs == dict(hparams):
             step = saved.get("global_step")
             print(f"resuming from {ckpt} (epoch {saved.get('epoch')}, step {step})")
             return ckpt
-        print(f"ignoring {ckpt}: it was written with other settings")
-        ckpt.unlink()
+        changed = sorted(k for k in set(theirs) | set(hparams) if theirs.get(k) != hparams.get(k))
+        msg = (
+            f"{ckpt} was written by another configuration (differs in: {', '.join(changed)}); "
+            f"restore those pretrain settings to resume it, or delete {ckpt_dir} to start over"
+        )
+        raise SdofmError(msg)
     return None
+
+
+def _loggers(params: dict[str, Any], log_dir: Path) -> list:
+    loggers = [CSVLogger(log_dir, name="", version="")]
+    if "tensorboard" in params["loggers"]:
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(log_dir, name="tensorboard", version=""))
+        except ModuleNotFoundError as err:  # tensorboard is optional
+            msg = "pretrain.loggers asks for tensorboard: `pip install tensorboard` first"
+            raise SdofmError(msg) from err
+    return loggers
 
 
 def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> dict[str, Any]:
     """Train the configured backbone; write the checkpoint to ``out`` and logs beside it.
 
-    ``params`` is the ``pretrain`` config block. Returns a summary (final losses, steps, time).
+    ``params`` is the ``pretrain`` config block. Beside ``out``: ``logs/metrics.csv``,
+    ``loss_history.csv`` (per epoch), ``probe.csv``, ``loss_curve.png``,
+    ``reconstructions.png`` and ``summary.json``. Returns the summary.
     """
+    from sdofm.training.callbacks import LinearProbe, ReconstructionMonitor, plot_loss_curve
+
     out = Path(out)
     ds = open_dataset(dataset)
     channels = [str(c) for c in ds.channel.values]
     size = int(ds.sizes["y"])
+    hw = hardware(params)
     L.seed_everything(params["seed"], workers=True)
-    net = build_backbone(
-        params["backbone"],
-        img_size=size,
-        in_chans=len(channels),
-        mask_ratio=params["mask_ratio"],
-        norm_pix_loss=params["norm_pix_loss"],
-    )
-    module = MAEPretrainer(
+    kwargs = backbone_kwargs(params, img_size=size, in_chans=len(channels))
+    net = build_backbone(params["backbone"], **kwargs)
+    if params["compile"]:
+        net.compile()  # in place: the state_dict keys stay those of the plain module
+    frames = kwargs.get("frames", 1)
+    module = Pretrainer(
         net,
         backbone=params["backbone"],
-        img_size=size,
-        in_chans=len(channels),
+        net_kwargs=kwargs,
         channels=channels,
+        frames=frames,
+        spacing=params["frame_spacing"],
         dataset_hash=ds.attrs.get("config_hash", ""),
         learning_rate=params["learning_rate"],
         weight_decay=params["weight_decay"],
         warmup_epochs=params["warmup_epochs"],
         max_epochs=params["max_epochs"],
-        mask_ratio=params["mask_ratio"],
-        norm_pix_loss=params["norm_pix_loss"],
+        seed=params["seed"],
     )
     data = SDODataModule(
-        dataset, batch_size=params["batch_size"], num_workers=params["num_workers"]
+        dataset,
+        batch_size=params["batch_size"],
+        num_workers=params["num_workers"],
+        mask_off_disk=params["mask_off_disk"],
+        frames=frames,
+        spacing=params["frame_spacing"],
+        seed=params["seed"],
     )
     log_dir, ckpt_dir = out.parent / "logs", out.parent / "checkpoints"
-    # A retried or requeued job resumes from the newest checkpoint of the same configuration;
-    # the loss history so far is kept (the CSV logger starts a new file).
+    # A retried or requeued job resumes from the newest checkpoint of the same configuration.
     resume = _resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
-    earlier = log_dir / "metrics.csv"
-    before = pd.read_csv(earlier) if resume and earlier.exists() else None
     shutil.rmtree(log_dir, ignore_errors=True)
+    checkpoints = [
+        # Rolling checkpoints: one rewritten every epoch, one every N optimiser steps.
+        ModelCheckpoint(
+            dirpath=ckpt_dir, filename="last", every_n_epochs=1, enable_version_counter=False
+        )
+    ]
+    if params["checkpoint_every_n_steps"]:
+        checkpoints.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="step",
+                every_n_train_steps=params["checkpoint_every_n_steps"],
+                enable_version_counter=False,
+            )
+        )
+    probe = LinearProbe(dataset, every_n_steps=params["probe_every_n_steps"])
+    monitor = ReconstructionMonitor(out.parent)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
-        accelerator="auto",
+        **hw,
         deterministic=True,
+        accumulate_grad_batches=params["accumulate_grad_batches"],
         default_root_dir=ckpt_dir,  # where Lightning's SLURM requeue writes hpc_ckpt_*.ckpt
-        logger=CSVLogger(log_dir, name="", version=""),
-        callbacks=[
-            # One rolling checkpoint, rewritten every epoch.
-            ModelCheckpoint(
-                dirpath=ckpt_dir, filename="last", every_n_epochs=1, enable_version_counter=False
-            )
-        ],
+        logger=_loggers(params, log_dir),
+        callbacks=[*checkpoints, probe, monitor],
         enable_model_summary=False,
         log_every_n_steps=1,
         enable_progress_bar=sys.stderr.isatty(),  # bars on a terminal, not in job logs
@@ -201,27 +337,31 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     trainer.save_checkpoint(partial)
     if trainer.global_rank != 0:
         return {}
-    partial.replace(out)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    metrics = pd.read_csv(log_dir / "metrics.csv")
-    if before is not None:
-        metrics = pd.concat([before[before["epoch"] < metrics["epoch"].min()], metrics])
-        metrics.to_csv(log_dir / "metrics.csv", index=False)
-    history = metrics.groupby("epoch").mean(numeric_only=True)
+    history = module.loss_history()
     history.to_csv(out.parent / "loss_history.csv")
-    if not (history["train_loss"].dropna().iloc[-1] < history["train_loss"].dropna().iloc[0]):
+    probe_table = probe.table()
+    probe_table.to_csv(out.parent / "probe.csv", index=False)
+    plot_loss_curve(history, probe_table, out.parent / "loss_curve.png")
+    train = history["train_loss"].dropna()
+    if not train.iloc[-1] < train.iloc[0]:
         # Not an error (a short run can be noisy) but worth seeing in the log.
         print("warning: training loss did not decrease over the run")
     summary = {
         "backbone": params["backbone"],
-        "parameters": net.n_params,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "accelerator": hw["accelerator"],
+        "precision": hw["precision"],
         "epochs": int(trainer.current_epoch),
         "steps": int(trainer.global_step),
-        "first_train_loss": float(history["train_loss"].dropna().iloc[0]),
-        "final_train_loss": float(history["train_loss"].dropna().iloc[-1]),
+        "first_train_loss": float(train.iloc[0]),
+        "final_train_loss": float(train.iloc[-1]),
         "final_val_loss": float(history["val_loss"].dropna().iloc[-1])
-        if "val_loss" in history
+        if "val_loss" in history and history["val_loss"].notna().any()
         else None,
+        "final_probe_r2": float(probe_table["probe_r2"].iloc[-1]) if len(probe_table) else None,
+        "reconstruction_mse": monitor.errors,
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    partial.replace(out)  # last: the output exists only once everything beside it does
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
