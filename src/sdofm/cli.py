@@ -166,6 +166,21 @@ def _embed(args, params):
     return extract_embeddings(args.dataset, args.checkpoint, args.out, params)
 
 
+def _similar(args, params):
+    from sdofm.embeddings.explore import similar_times
+
+    found = similar_times(args.embeddings, args.time, k=args.k, exclude_hours=args.exclude_hours)
+    for row in found.itertuples():
+        print(f"{row.time:%Y-%m-%dT%H:%M}  {row.cosine_distance:.4f}  {row.split}")
+    return {"query": found.attrs["query"], "found": len(found)}
+
+
+def _map(args, params):
+    from sdofm.embeddings.explore import embedding_map
+
+    return embedding_map(args.embeddings, args.dataset, args.png, args.csv)
+
+
 def _benchmark(args, params):
     from sdofm.benchmarks import TASKS
     from sdofm.benchmarks.common import TaskInputs
@@ -239,6 +254,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
+    p = add(
+        "similar",
+        "the k time steps nearest a given time in embedding space",
+        _similar,
+        settings=False,
+    )
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--time", required=True, help="e.g. 2011-03-07T12:00")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--exclude-hours", type=float, default=24.0, help="skip steps this close")
+    p = add("map", "2-D map (PCA) of the embeddings coloured by activity", _map, settings=False)
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--png", required=True)
+    p.add_argument("--csv", required=True)
     p = add("benchmark", "run a validation task: FM head vs the paper's baseline", _benchmark)
     p.add_argument("task")
     for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
@@ -271,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
-        elif args.command == "ingest":
+        elif args.command in ("ingest", "similar", "map"):
             params = {}
         else:
             params = _params(args)

@@ -20,3 +20,24 @@ rule embed_times:
     shell:
         "sdofm embed --params {params.settings} --dataset {input.dataset}"
         " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+
+
+rule map_embeddings:
+    input:
+        embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
+        dataset=f"{RESULTS}/data/dataset.zarr",
+    output:
+        png=f"{RESULTS}/embeddings/{BACKBONE}.map.png",
+        csv=f"{RESULTS}/embeddings/{BACKBONE}.map.csv",
+    log:
+        f"{LOGS}/map_embeddings/{BACKBONE}.log",
+    benchmark:
+        f"{BENCHMARKS}/map_embeddings/{BACKBONE}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=runtime_for(20),
+    shell:
+        "sdofm map --embeddings {input.embeddings} --dataset {input.dataset}"
+        " --png {output.png} --csv {output.csv} > {log} 2>&1"

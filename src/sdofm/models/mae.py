@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from sdofm.models.masking import solar_patch_weights, weighted_random_masking
+
 __all__ = ["PRESETS", "Block", "MaskedAutoencoder", "sincos_pos_embed_2d"]
 
 
@@ -58,6 +60,8 @@ class MaskedAutoencoder(nn.Module):
         decoder_heads: int = 4,
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = False,
+        solar_weight: float = 0.0,
+        rsun_px: float | None = None,
     ):
         super().__init__()
         if img_size % patch_size:
@@ -83,6 +87,13 @@ class MaskedAutoencoder(nn.Module):
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, patch_dim)
+        # Solar-aware masking (solar_weight > 0): active-latitude patches are hidden more often.
+        weights = None
+        if solar_weight > 0:
+            weights = solar_patch_weights(
+                img_size, patch_size, rsun_px=rsun_px, strength=solar_weight
+            )
+        self.register_buffer("mask_weights", weights, False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -113,21 +124,13 @@ class MaskedAutoencoder(nn.Module):
     ) -> tuple:
         """Keep a random (1-ratio) of tokens: (B, L, D) -> (B, L_keep, D), mask, restore.
 
-        ``generator`` draws the mask from its own stream (e.g. a fixed validation mask) instead
-        of the global one.
+        Uniform unless built with ``solar_weight``; ``generator`` draws the mask from its own
+        stream (e.g. a fixed validation mask) instead of the global one.
         """
-        b, n, d = x.shape
-        if ratio == 0:  # embedding: keep every token in order, leave the RNG untouched
-            idx = torch.arange(n, device=x.device).expand(b, n)
-            return x, torch.zeros(b, n, device=x.device), idx
-        keep = max(1, int(round(n * (1 - ratio))))
-        noise = torch.rand(b, n, device=x.device, generator=generator)
-        shuffle = torch.argsort(noise, dim=1)
-        restore = torch.argsort(shuffle, dim=1)
-        kept = torch.gather(x, 1, shuffle[:, :keep, None].expand(-1, -1, d))
-        mask = torch.ones(b, n, device=x.device)
-        mask[:, :keep] = 0
-        return kept, torch.gather(mask, 1, restore), restore
+        weights = self.mask_weights
+        if weights is None:
+            weights = torch.ones(x.shape[1], device=x.device)
+        return weighted_random_masking(x, ratio, weights, generator)
 
     def forward_encoder(
         self, imgs: torch.Tensor, ratio: float, generator: torch.Generator | None = None

@@ -151,14 +151,14 @@ class ReconstructionMonitor(L.Callback):
         net = pl_module.net
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         loss, pred, mask = net(x, generator=gen)
-        recon = net.reconstruct(pred, x)
-        if x.ndim == 5:  # temporal stacks: show the newest frame
-            x, recon = x[:, :, -1], recon[:, :, -1]
-        shown = {"input": x[0].float().cpu().numpy(), "recon": recon[0].float().cpu().numpy()}
-        if mask is not None and hasattr(net, "patchify") and x.ndim == 4:
-            patches = net.patchify(x[:1])
-            keep = (1 - mask[:1, :, None]).to(patches.dtype)
-            shown["masked"] = net.unpatchify(patches * keep)[0].float().cpu().numpy()
+        images = {"input": x, "recon": net.reconstruct(pred, x)}
+        if hasattr(net, "patchify"):  # the MAEs: what the encoder saw
+            patches = net.patchify(x)
+            images["masked"] = net.unpatchify(patches * (1 - mask[..., None]).to(patches.dtype))
+        shown = {  # the sample, or for temporal stacks its newest frame
+            k: (v[0, :, -1] if v.ndim == 5 else v[0]).float().cpu().numpy()
+            for k, v in images.items()
+        }
         self.errors.append({"epoch": trainer.current_epoch, "masked_mse": float(loss)})
         if self.first is None:
             self.first = shown

@@ -56,6 +56,7 @@ class Pretrainer(L.LightningModule):
         warmup_epochs: int,
         max_epochs: int,
         seed: int,
+        kl_warmup_epochs: int = 0,
     ):
         super().__init__()
         self.net = net
@@ -64,6 +65,14 @@ class Pretrainer(L.LightningModule):
         # has the whole history (the CSV log of a killed process may not have been flushed).
         self.history: dict[str, list] = {"train": [], "val": []}
         self._val_losses: list[float] = []
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # VAE: KL warm-up, beta rising linearly from 0 to its configured value.
+        hp = self.hparams
+        if hasattr(self.net, "beta"):
+            warmup = hp.kl_warmup_epochs * max(1, self._total_steps() // hp.max_epochs)
+            scale = min(1.0, self.global_step / warmup) if warmup else 1.0
+            self.net.beta = hp.net_kwargs["beta"] * scale
 
     def training_step(self, batch, batch_idx):
         loss, _, _ = self.net(batch[0])
@@ -268,7 +277,10 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     size = int(ds.sizes["y"])
     hw = hardware(params)
     L.seed_everything(params["seed"], workers=True)
-    kwargs = backbone_kwargs(params, img_size=size, in_chans=len(channels))
+    rsun = ds.attrs.get("rsun_px")
+    kwargs = backbone_kwargs(
+        params, img_size=size, in_chans=len(channels), rsun_px=float(rsun) if rsun else None
+    )
     net = build_backbone(params["backbone"], **kwargs)
     if params["compile"]:
         net.compile()  # in place: the state_dict keys stay those of the plain module
@@ -286,6 +298,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         warmup_epochs=params["warmup_epochs"],
         max_epochs=params["max_epochs"],
         seed=params["seed"],
+        kl_warmup_epochs=params["kl_warmup_epochs"] if hasattr(net, "beta") else 0,
     )
     data = SDODataModule(
         dataset,
