@@ -208,6 +208,12 @@ def _report(args, params):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sdofm", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for torch (the rules pass Snakemake's `threads`: several jobs on one "
+        "machine must not each spin up a thread per core)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_: str, func, *, settings: bool = True) -> argparse.ArgumentParser:
@@ -297,6 +303,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         if args.command == "report":

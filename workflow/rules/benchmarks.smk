@@ -14,7 +14,7 @@ rule run_benchmark:
         f"{BENCHMARKS}/run_benchmark/{{task}}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=runtime_for(240),
@@ -23,7 +23,7 @@ rule run_benchmark:
         settings=benchmark_params,
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "sdofm benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
+        "sdofm --threads {threads} benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
         " --embeddings {input.embeddings} --checkpoint {input.checkpoint}"
         " --events {input.events} --out {params.out_dir}"
         + (f" --truth {RESULTS}/synthetic/ground_truth" if SYNTHETIC else "")

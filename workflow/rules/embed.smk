@@ -18,7 +18,7 @@ rule embed_times:
     params:
         settings=as_arg("embed"),
     shell:
-        "sdofm embed --params {params.settings} --dataset {input.dataset}"
+        "sdofm --threads {threads} embed --params {params.settings} --dataset {input.dataset}"
         " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
 
 

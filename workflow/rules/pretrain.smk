@@ -20,4 +20,4 @@ rule pretrain_backbone:
     params:
         settings=as_arg("pretrain"),
     shell:
-        "{resources.launcher} sdofm pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"
+        "{resources.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"

@@ -1,11 +1,16 @@
 """Validation tasks: each compares a head on the foundation model with its paper's baseline.
 
-A task is a module here with a ``run(dataset, embeddings, checkpoint, out_dir, params)`` function;
-register it in `TASKS` and give it a config block and a notebook.
+A task is a module here with a ``run(inputs: TaskInputs, out_dir, params)`` function that writes
+``metrics.json`` and ``predictions.csv``; register it in `TASKS` and give it a config block (and
+schema), a notebook ``notebooks/<task>.ipynb`` and a test.
 """
 
-from sdofm.benchmarks import virtual_eve
+from sdofm.benchmarks import f107, label_efficiency, virtual_eve
 
 __all__ = ["TASKS"]
 
-TASKS = {"virtual_eve": virtual_eve.run}
+TASKS = {
+    "virtual_eve": virtual_eve.run,
+    "f107": f107.run,
+    "label_efficiency": label_efficiency.run,
+}
