@@ -149,3 +149,29 @@ def test_baseline_beats_climatology(benchmark):
     models = benchmark["result"]["models"]
     assert models["baseline"]["median"]["value"] < models["climatology"]["median"]["value"]
     assert models["baseline_linear"]["median"]["value"] < models["climatology"]["median"]["value"]
+
+
+def test_virtual_instrument_after_megsa(benchmark, dataset, synthetic_mirror):
+    """After MEGS-A ends (2011-03-25 in the tiny Sun) every later valid step is predicted, and
+    scored against the lines the synthetic Sun would have had MEGS-A measured them."""
+    after = benchmark["result"]["after_megsa"]
+    ds = open_dataset(dataset)
+    eve = ds.eve.values
+    last = np.flatnonzero(np.isfinite(eve).all(axis=1))[-1]
+    later = np.flatnonzero(ds.valid.values)
+    later = later[later > last]
+    assert after["steps"] == len(later) > 4
+    assert pd.Timestamp(after["start"]) >= pd.Timestamp("2011-03-25")
+    assert after["scored_steps"] == len(later)
+    table = pd.read_csv(benchmark["out"] / "predictions_after_megsa.csv", parse_dates=["time"])
+    assert len(table) == len(later) * 14
+    truth = pd.read_csv(
+        synthetic_mirror / "ground_truth" / "eve_after_megsa.csv", parse_dates=["time"]
+    )
+    truth = truth.set_index("time")
+    part = table[table.line == "Fe IX"].set_index("time")
+    ref = truth["Fe IX"].reindex(part.index, method="nearest", tolerance=pd.Timedelta("1h"))
+    rae = 100 * np.mean(np.abs(part["fm_head"] - ref) / ref)
+    med = after["models"]["fm_head"]["median"]
+    assert med["ci95"][0] <= med["value"] <= med["ci95"][1]
+    assert rae == pytest.approx(after["models"]["fm_head"]["per_line"]["Fe IX"]["value"], rel=1e-5)

@@ -28,6 +28,7 @@ from sdofm.benchmarks.common import (
     write_outputs,
 )
 from sdofm.dataset.loader import Normaliser
+from sdofm.io import atomic_output
 
 __all__ = ["BaselineCNN", "relative_absolute_error", "run"]
 
@@ -156,7 +157,21 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
     with torch.no_grad():
         preds["baseline_linear"] = to_physical(linear(feats["test"]))
         preds["baseline"] = to_physical(model(images["test"]))
-    preds["climatology"] = np.tile(eve[rows["train"]].mean(axis=0), (len(rows["test"]), 1))
+    climatology = eve[rows["train"]].mean(axis=0)
+    preds["climatology"] = np.tile(climatology, (len(rows["test"]), 1))
+
+    # After MEGS-A: the same models as a virtual instrument on every later time step.
+    after = _after_megsa(ds, eve)
+    virtual = {}
+    if len(after):
+        x_after = torch.from_numpy(norm(ds.images.isel(time=after).values[:, norm.index]))
+        e_after = _standardise(z[rows["train"]], z[after])[0][1]
+        with torch.no_grad():
+            virtual = {
+                "fm_head": to_physical(head(e_after)),
+                "baseline": to_physical(model(x_after)),
+                "climatology": np.tile(climatology, (len(after), 1)),
+            }
 
     truth = eve[rows["test"]]
     metrics = _metrics(preds, truth, lines, params)
@@ -171,6 +186,12 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
             if len(r)
         },
         "models": metrics,
+        "headline": {
+            "metric": "median",
+            "label": "median RAE over lines (%)",
+            "higher_is_better": False,
+        },
+        "after_megsa": _virtual_instrument(ds, after, virtual, lines, inputs.truth, params),
         "published_anchor": {
             "median_rae_percent": 1.6,
             "source": "Szenicer et al. 2019 (real SDO data)",
@@ -191,8 +212,52 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
             for k, line in enumerate(lines)
         ]
     )
+    if len(after):
+        frames = [
+            pd.DataFrame(
+                {
+                    "time": ds.time.values[after],
+                    "line": line,
+                    **{m: p[:, k] for m, p in virtual.items()},
+                }
+            )
+            for k, line in enumerate(lines)
+        ]
+        with atomic_output(Path(out_dir) / "predictions_after_megsa.csv") as tmp:
+            pd.concat(frames).to_csv(tmp, index=False)
     write_outputs(result, table, out_dir)
     return result
+
+
+def _after_megsa(ds, eve: np.ndarray) -> np.ndarray:
+    """Valid rows after the store's last EVE measurement (MEGS-A failed on 2014-05-26)."""
+    measured = np.flatnonzero(np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1))
+    if not len(measured):
+        return measured
+    rows = np.flatnonzero(ds.valid.values)
+    return rows[rows > measured[-1]]
+
+
+def _virtual_instrument(ds, after, virtual, lines, truth_dir, params) -> dict[str, Any]:
+    """The models' lines after MEGS-A, scored against the synthetic Sun's truth if it has one."""
+    if not len(after):
+        return {"steps": 0, "reason": "no valid time step after the last EVE measurement"}
+    times = pd.DatetimeIndex(ds.time.values[after])
+    out: dict[str, Any] = {"steps": len(after), "start": str(times[0]), "end": str(times[-1])}
+    path = Path(truth_dir) / "eve_after_megsa.csv" if truth_dir else None
+    if path is None or not path.exists():
+        out["truth"] = None  # real data: nothing measured these lines any more
+        return out
+    truth = pd.read_csv(path, parse_dates=["time"]).set_index("time").sort_index()
+    pos = truth.index.get_indexer(times, method="nearest", tolerance=pd.Timedelta("1h"))
+    found = pos >= 0
+    out["truth"] = "synthetic ground truth (eve_after_megsa.csv)"
+    out["scored_steps"] = int(found.sum())
+    if found.sum() >= 2:
+        y = truth[lines].to_numpy(np.float64)[pos[found]]
+        scored = {m: p[found] for m, p in virtual.items()}
+        out["models"] = _metrics(scored, y, lines, params)
+    return out
 
 
 class _Affine(nn.Module):

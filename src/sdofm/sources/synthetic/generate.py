@@ -154,6 +154,10 @@ def _frame_arrays(group: zarr.Group, names, n: int, shape: tuple) -> dict[str, z
     }
 
 
+# Ground truth: the EVE lines after MEGS-A's end (time + one column per line, W/m^2).
+EVE_AFTER_MEGSA = "eve_after_megsa.csv"
+
+
 class _EveWriter:
     """Appends EVE rows to the MEGS-A group in week-sized blocks (bounded memory)."""
 
@@ -326,8 +330,12 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
             if len(sel):
                 before = prev if prev is not None else disk_means[i]
                 values = _eve_rows(sun, model, sel, lo, t, before, disk_means[i], quiet_mean, i)
-                missing = (sel >= megsa_end) | (rng.uniform(size=len(sel)) < 0.005)
+                after = sel >= megsa_end
+                missing = after | (rng.uniform(size=len(sel)) < 0.005)
                 eve.add(sel, {ln: np.where(missing, -1.0, v) for ln, v in values.items()})
+                if after.any():  # what MEGS-A would have measured: truth for a virtual EVE
+                    block = {"time": sel[after], **{ln: v[after] for ln, v in values.items()}}
+                    _write_csv_block(pd.DataFrame(block), tmp / "ground_truth" / EVE_AFTER_MEGSA)
             prev = disk_means[i].copy()
         for name, arr in arrays.items():
             arr.attrs.update(attrs[name])
@@ -401,7 +409,7 @@ def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
         tmp.mkdir()
         model = _Sun(sun)
         truth = tmp / "ground_truth"
-        truth.mkdir()
+        truth.mkdir()  # before the frames: EVE truth after MEGS-A is written as they go
         eve = _EveWriter(tmp / "sdomlv2_eve.zarr")
         disk_means = _aia_hmi_frames(sun, model, tmp, eve)
         disk_means.to_csv(truth / "aia_disk_mean.csv")
