@@ -32,27 +32,72 @@ def _tiny_with(tmp_path: Path, **blocks) -> Path:
     return path
 
 
+TASKS = sorted(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["benchmarks"])
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("workflow")
-    run = snakemake(workdir, "results/virtual_eve/report.html")
+    run = snakemake(workdir, "all")
     assert run.returncode == 0, run.stderr[-3000:]
     return workdir
 
 
-def test_report_is_built_with_every_stage(finished_run):
+def test_every_report_is_built_with_every_stage(finished_run):
     results = finished_run / "results"
-    html = (results / "virtual_eve" / "report.html").read_text()
-    assert "<img" in html and "Comparison" in html
-    assert "Traceback" not in html
-    assert 'src="http' not in html, "the report must open offline"
-    metrics = json.loads((results / "virtual_eve" / "metrics.json").read_text())
-    assert {"fm_head", "baseline", "climatology"} <= set(metrics["models"])
-    for rule in ("simulate_sun", "pull_sdoml", "build_dataset"):
+    for task in TASKS:
+        html = (results / task / "report.html").read_text()
+        assert "<img" in html, task
+        assert "Traceback" not in html, task
+        assert 'src="http' not in html, f"{task}: the report must open offline"
+        nb = json.loads((results / task / "report.ipynb").read_text())
+        errors = [
+            o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"
+        ]
+        assert not errors, task
+        metrics = json.loads((results / task / "metrics.json").read_text())
+        assert "fm_head" in metrics["models"] and metrics["headline"]["metric"], task
+    summary = (results / "summary" / "report.html").read_text()
+    for task in TASKS:
+        assert f'href="../{task}/report.html"' in summary
+    for rule in ("simulate_sun", "pull_sdoml", "build_dataset", "collect_events"):
         assert (results / "benchmarks" / f"{rule}.tsv").exists()
         assert (results / "logs" / f"{rule}.log").exists()
     assert (results / "embeddings" / "mae_tiny.zarr" / ".zmetadata").exists()
     assert not list(results.rglob("*.partial*")), "a temporary output was left behind"
+
+
+@pytest.mark.browser
+def test_reports_open_cleanly_in_chromium(finished_run):
+    """Every report in headless Chromium, offline: no console or page errors, no request off
+    the disk, every image loads; a full-page screenshot of each lands next to it."""
+    from sdofm.reports.browser import check_reports
+
+    results = finished_run / "results"
+    pages = {
+        name: (results / name / "report.html", results / name / "report.png")
+        for name in [*TASKS, "summary"]
+    }
+    findings = check_reports(pages)
+    for name, found in findings.items():
+        assert found["console_errors"] == [] and found["page_errors"] == [], (name, found)
+        assert found["blocked"] == [], (name, found)
+        assert found["images"] >= 1 and found["broken_images"] == [], (name, found)
+        png = pages[name][1].read_bytes()
+        assert png[:4] == b"\x89PNG" and len(png) > 20_000, name
+
+
+def test_snakemake_report(finished_run):
+    """`snakemake --report` gathers the reports and the pretraining figures in one file."""
+    out = finished_run / "results" / "workflow_report.zip"
+    run = snakemake(finished_run, "--report", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    import zipfile
+
+    names = zipfile.ZipFile(out).namelist()
+    for expected in ("summary/report.html", "pretrain/mae_tiny/loss_curve.png", "map.png"):
+        assert any(expected in n for n in names), (expected, names[:20])
+    assert sum(n.endswith("report.html") for n in names) >= len(TASKS) + 1
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -69,6 +114,10 @@ def test_benchmark_config_change_reruns_only_that_task(finished_run, tmp_path):
     run = snakemake(finished_run, "-n", "all", configfile=config)
     out = run.stdout + run.stderr
     assert "run_benchmark" in out and "render_report" in out
+    assert "task=virtual_eve" in out
+    for task in TASKS:
+        if task != "virtual_eve":
+            assert f"task={task}" not in out, f"{task} would rerun"
     for rule in ("pretrain_backbone", "embed_times", "build_dataset", "simulate_sun"):
         assert rule not in out
 

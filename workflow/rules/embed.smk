@@ -27,7 +27,11 @@ rule map_embeddings:
         embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
         dataset=f"{RESULTS}/data/dataset.zarr",
     output:
-        png=f"{RESULTS}/embeddings/{BACKBONE}.map.png",
+        png=report(
+            f"{RESULTS}/embeddings/{BACKBONE}.map.png",
+            caption="../report/embedding_map.rst",
+            category="Pretraining",
+        ),
         csv=f"{RESULTS}/embeddings/{BACKBONE}.map.csv",
     log:
         f"{LOGS}/map_embeddings/{BACKBONE}.log",

@@ -2,7 +2,17 @@ rule pretrain_backbone:
     input:
         f"{RESULTS}/data/dataset.zarr",
     output:
-        f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        loss_curve=report(
+            f"{RESULTS}/pretrain/{BACKBONE}/loss_curve.png",
+            caption="../report/loss_curve.rst",
+            category="Pretraining",
+        ),
+        reconstructions=report(
+            f"{RESULTS}/pretrain/{BACKBONE}/reconstructions.png",
+            caption="../report/reconstructions.rst",
+            category="Pretraining",
+        ),
     log:
         f"{LOGS}/pretrain_backbone/{BACKBONE}.log",
     benchmark:
@@ -20,4 +30,4 @@ rule pretrain_backbone:
     params:
         settings=as_arg("pretrain"),
     shell:
-        "{resources.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output} > {log} 2>&1"
+        "{resources.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output.checkpoint} > {log} 2>&1"

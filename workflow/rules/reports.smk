@@ -5,7 +5,12 @@ rule render_report:
         predictions=f"{RESULTS}/{{task}}/predictions.csv",
     output:
         executed=f"{RESULTS}/{{task}}/report.ipynb",
-        html=f"{RESULTS}/{{task}}/report.html",
+        html=report(
+            f"{RESULTS}/{{task}}/report.html",
+            caption="../report/task_report.rst",
+            category="Tasks",
+            labels={"task": "{task}"},
+        ),
     log:
         f"{LOGS}/render_report/{{task}}.log",
     benchmark:
@@ -19,3 +24,37 @@ rule render_report:
         "sdofm report --notebook {input.notebook} --executed {output.executed}"
         " --html {output.html} -p metrics_path={input.metrics}"
         " -p predictions_path={input.predictions} > {log} 2>&1"
+
+
+rule render_summary:
+    input:
+        notebook=os.path.join(NOTEBOOKS, "summary.ipynb"),
+        metrics=expand(f"{RESULTS}/{{task}}/metrics.json", task=TASKS),
+        reports=all_reports(),
+        pretraining=rules.pretrain_backbone.output,
+        embedding_map=rules.map_embeddings.output.png,
+    output:
+        executed=f"{RESULTS}/summary/report.ipynb",
+        html=report(
+            f"{RESULTS}/summary/report.html",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        f"{LOGS}/render_summary.log",
+    benchmark:
+        f"{BENCHMARKS}/render_summary.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=2000,
+        runtime=runtime_for(30),
+    params:
+        results=subpath(output.executed, ancestor=2),
+        backbone=BACKBONE,
+        tasks=",".join(TASKS),
+    shell:
+        "sdofm report --notebook {input.notebook} --executed {output.executed}"
+        " --html {output.html} -p results_dir={params.results}"
+        " -p backbone={params.backbone}"
+        " -p tasks={params.tasks} > {log} 2>&1"

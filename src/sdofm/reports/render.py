@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,9 @@ from sdofm.io import atomic_output
 
 __all__ = ["render_report"]
 
-# nbconvert's template loads require.js and MathJax from a CDN; reports need neither, and must
-# open offline (clusters, air-gapped machines), so those tags are dropped.
-_CDN_SCRIPT = re.compile(r'<script[^>]*src="https?://[^"]*"[^>]*>\s*</script>\s*')
+# JupyterLab's template without its CDN scripts (require.js, MathJax, mermaid): reports need
+# none of them, and must open offline (clusters, air-gapped machines).
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def render_report(
@@ -40,8 +39,18 @@ def render_report(
             msg = f"report {notebook} failed in cell {err.exec_count}: {err.ename}: {err.evalue}"
             raise SdofmError(msg) from None
         exporter = HTMLExporter(
-            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True
+            template_name="offline",
+            extra_template_basedirs=[str(TEMPLATES)],
+            exclude_input=True,
+            exclude_input_prompt=True,
+            exclude_output_prompt=True,
         )
-        body, _ = exporter.from_notebook_node(nbformat.read(tmp_nb, as_version=4))
+        nb = nbformat.read(tmp_nb, as_version=4)
+        heading = next(
+            (ln[2:] for c in nb.cells if c.cell_type == "markdown" for ln in c.source.splitlines()
+             if ln.startswith("# ")),
+            Path(notebook).stem,
+        )  # fmt: skip
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": heading}})
     with atomic_output(html) as tmp_html:
-        tmp_html.write_text(_CDN_SCRIPT.sub("", body))
+        tmp_html.write_text(body)
