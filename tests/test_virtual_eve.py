@@ -171,6 +171,7 @@ def test_virtual_instrument_after_megsa(benchmark, dataset, synthetic_mirror):
     truth = truth.set_index("time")
     part = table[table.line == "Fe IX"].set_index("time")
     ref = truth["Fe IX"].reindex(part.index, method="nearest", tolerance=pd.Timedelta("1h"))
+    np.testing.assert_allclose(part["truth"], ref, rtol=1e-6)
     rae = 100 * np.mean(np.abs(part["fm_head"] - ref) / ref)
     med = after["models"]["fm_head"]["median"]
     assert med["ci95"][0] <= med["value"] <= med["ci95"][1]

@@ -173,6 +173,9 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
                 "climatology": np.tile(climatology, (len(after), 1)),
             }
 
+    after_summary, after_truth = _virtual_instrument(
+        ds, after, virtual, lines, inputs.truth, params
+    )
     truth = eve[rows["test"]]
     metrics = _metrics(preds, truth, lines, params)
     result = {
@@ -191,7 +194,7 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
             "label": "median RAE over lines (%)",
             "higher_is_better": False,
         },
-        "after_megsa": _virtual_instrument(ds, after, virtual, lines, inputs.truth, params),
+        "after_megsa": after_summary,
         "published_anchor": {
             "median_rae_percent": 1.6,
             "source": "Szenicer et al. 2019 (real SDO data)",
@@ -238,26 +241,32 @@ def _after_megsa(ds, eve: np.ndarray) -> np.ndarray:
     return rows[rows > measured[-1]]
 
 
-def _virtual_instrument(ds, after, virtual, lines, truth_dir, params) -> dict[str, Any]:
-    """The models' lines after MEGS-A, scored against the synthetic Sun's truth if it has one."""
+def _virtual_instrument(
+    ds, after, virtual, lines, truth_dir, params
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The models' lines after MEGS-A, scored against the synthetic Sun's truth if it has one.
+
+    Returns the summary for metrics.json and the truth at each step (NaN where there is none).
+    """
+    truth = np.full((len(after), len(lines)), np.nan)
     if not len(after):
-        return {"steps": 0, "reason": "no valid time step after the last EVE measurement"}
+        return {"steps": 0, "reason": "no valid time step after the last EVE measurement"}, truth
     times = pd.DatetimeIndex(ds.time.values[after])
     out: dict[str, Any] = {"steps": len(after), "start": str(times[0]), "end": str(times[-1])}
     path = Path(truth_dir) / "eve_after_megsa.csv" if truth_dir else None
     if path is None or not path.exists():
         out["truth"] = None  # real data: nothing measured these lines any more
-        return out
-    truth = pd.read_csv(path, parse_dates=["time"]).set_index("time").sort_index()
-    pos = truth.index.get_indexer(times, method="nearest", tolerance=pd.Timedelta("1h"))
+        return out, truth
+    table = pd.read_csv(path, parse_dates=["time"]).set_index("time").sort_index()
+    pos = table.index.get_indexer(times, method="nearest", tolerance=pd.Timedelta("1h"))
     found = pos >= 0
+    truth[found] = table[lines].to_numpy(np.float64)[pos[found]]
     out["truth"] = "synthetic ground truth (eve_after_megsa.csv)"
     out["scored_steps"] = int(found.sum())
     if found.sum() >= 2:
-        y = truth[lines].to_numpy(np.float64)[pos[found]]
         scored = {m: p[found] for m, p in virtual.items()}
-        out["models"] = _metrics(scored, y, lines, params)
-    return out
+        out["models"] = _metrics(scored, truth[found], lines, params)
+    return out, truth
 
 
 class _Affine(nn.Module):
