@@ -44,7 +44,11 @@ class Block(nn.Module):
 
 
 class MaskedAutoencoder(nn.Module):
-    """MAE with a ViT encoder; the loss is computed on masked patches only."""
+    """MAE with a ViT encoder; the loss is computed on masked patches only.
+
+    The token geometry (``patchify``, ``unpatchify``, ``_positions``, ``token_grid``) is what
+    a subclass changes, e.g. `TemporalMAE` for tubelets over time.
+    """
 
     def __init__(
         self,
@@ -70,18 +74,18 @@ class MaskedAutoencoder(nn.Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
         self.grid = img_size // patch_size
-        patch_dim = patch_size * patch_size * in_chans
+        patch_dim = self._patch_dim()
         self.embed_dim = embed_dim
 
         self.patch_embed = nn.Linear(patch_dim, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.register_buffer("pos", sincos_pos_embed_2d(embed_dim, self.grid)[None], False)
+        self.register_buffer("pos", self._positions(embed_dim)[None], False)
         self.blocks = nn.ModuleList(Block(embed_dim, num_heads) for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim)
 
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("dec_pos", sincos_pos_embed_2d(decoder_dim, self.grid)[None], False)
+        self.register_buffer("dec_pos", self._positions(decoder_dim)[None], False)
         self.decoder_blocks = nn.ModuleList(
             Block(decoder_dim, decoder_heads) for _ in range(decoder_depth)
         )
@@ -89,12 +93,31 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_pred = nn.Linear(decoder_dim, patch_dim)
         # Solar-aware masking (solar_weight > 0): active-latitude patches are hidden more often.
         weights = None
-        if solar_weight > 0:
+        if solar_weight > 0:  # the same spatial weights for every slot in time
             weights = solar_patch_weights(
                 img_size, patch_size, rsun_px=rsun_px, strength=solar_weight
-            )
+            ).repeat(math.prod(self.token_grid[:-2]))
         self.register_buffer("mask_weights", weights, False)
         self._init_weights()
+
+    @property
+    def token_grid(self) -> tuple[int, ...]:
+        """The shape the tokens tile: (H/p, W/p) here."""
+        return (self.grid, self.grid)
+
+    def _patch_dim(self) -> int:
+        return self.patch_size * self.patch_size * self.in_chans
+
+    def _positions(self, dim: int) -> torch.Tensor:
+        """Fixed sin-cos positions of the tokens, (L, dim)."""
+        return sincos_pos_embed_2d(dim, self.grid)
+
+    def _check(self, x: torch.Tensor) -> None:
+        """Refuse input of the wrong shape with a message that says which one is expected."""
+        want = (self.in_chans, self.img_size, self.img_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            msg = f"expected images (B, C, H, W) = (B, *{want}); got {tuple(x.shape)}"
+            raise ValueError(msg)
 
     def _init_weights(self) -> None:
         nn.init.normal_(self.cls_token, std=0.02)
@@ -136,6 +159,7 @@ class MaskedAutoencoder(nn.Module):
         self, imgs: torch.Tensor, ratio: float, generator: torch.Generator | None = None
     ) -> tuple:
         """(B, C, H, W) -> latent (B, 1+L_keep, D), mask (B, L), restore (B, L)."""
+        self._check(imgs)
         x = self.patch_embed(self.patchify(imgs)) + self.pos
         x, mask, restore = self.random_masking(x, ratio, generator)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -179,14 +203,13 @@ class MaskedAutoencoder(nn.Module):
         return self.forward_loss(imgs, pred, mask), pred, mask
 
     def tokens(self, imgs: torch.Tensor) -> torch.Tensor:
-        """Patch tokens of the unmasked encoder on the patch grid: (B, D, H/p, W/p).
+        """Tokens of the unmasked encoder on their grid: (B, D, *token_grid).
 
         Not under ``no_grad``: a task that fine-tunes the backbone back-propagates through it.
         """
         latent, _, _ = self.forward_encoder(imgs, 0.0)
-        b, n, d = latent[:, 1:].shape
-        g = int(round(n**0.5))
-        return latent[:, 1:].transpose(1, 2).reshape(b, d, g, g)
+        b, _, d = latent.shape
+        return latent[:, 1:].transpose(1, 2).reshape(b, d, *self.token_grid)
 
     def reconstruct(self, pred: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
         """Predicted patches as images, in the units of ``imgs`` (undoes ``norm_pix_loss``)."""
