@@ -196,7 +196,15 @@ def _benchmark(args, params):
         Path(args.truth) if args.truth else None,
     )
     result = TASKS[args.task](inputs, args.out, params)
-    return {m: v["median"] for m, v in result["models"].items() if "median" in v}
+    metric = result["headline"]["metric"]
+    return {
+        "headline": result["headline"]["label"],
+        **{
+            m: v[metric]["value"]
+            for m, v in result["models"].items()
+            if "_minus_" not in m and metric in (v or {})
+        },
+    }
 
 
 def _report(args, params):

@@ -5,12 +5,20 @@ A task is a module here with a ``run(inputs: TaskInputs, out_dir, params)`` func
 schema), a notebook ``notebooks/<task>.ipynb`` and a test.
 """
 
-from sdofm.benchmarks import f107, label_efficiency, virtual_eve
+from sdofm.benchmarks import (
+    autocalibration,
+    f107,
+    label_efficiency,
+    missing_channel,
+    virtual_eve,
+)
 
 __all__ = ["TASKS"]
 
 TASKS = {
     "virtual_eve": virtual_eve.run,
+    "autocalibration": autocalibration.run,
     "f107": f107.run,
     "label_efficiency": label_efficiency.run,
+    "missing_channel": missing_channel.run,
 }
