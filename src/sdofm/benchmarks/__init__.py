@@ -8,6 +8,7 @@ schema), a notebook ``notebooks/<task>.ipynb`` and a test.
 from sdofm.benchmarks import (
     autocalibration,
     f107,
+    flare_forecast,
     label_efficiency,
     missing_channel,
     virtual_eve,
@@ -19,6 +20,7 @@ TASKS = {
     "virtual_eve": virtual_eve.run,
     "autocalibration": autocalibration.run,
     "f107": f107.run,
+    "flare_forecast": flare_forecast.run,
     "label_efficiency": label_efficiency.run,
     "missing_channel": missing_channel.run,
 }
