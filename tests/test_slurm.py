@@ -45,9 +45,11 @@ def _squeue(fmt: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
-    """Run the workflow through SLURM; cancel the first pretraining job once it runs."""
+    """Run the workflow to one report through SLURM; cancel the first pretraining job once it
+    runs. (One task is enough to exercise every kind of job; the others are the same rules.)"""
     workdir = tmp_path_factory.mktemp("slurm")
-    cmd, env = snakemake_command(workdir, "--profile", "slurm", "all", "--configfile", str(TINY))
+    target = "results/virtual_eve/report.html"
+    cmd, env = snakemake_command(workdir, "--profile", "slurm", target, "--configfile", str(TINY))
     log = workdir / "snakemake.out"
     started = time.time()
     with open(log, "w") as out:
@@ -89,7 +91,7 @@ def test_workflow_completes_through_slurm(slurm_run):
     for rule in ("build_dataset", "pretrain_backbone", "embed_times", "run_benchmark"):
         assert rule in ids, f"{rule} was not submitted to SLURM: {ids}"
     # Small rules shared one submission (groups in the profile).
-    assert "prepare_pull_sdoml_simulate_sun" in ids
+    assert any(k.startswith("prepare_") and "pull_sdoml" in k for k in ids), ids
     # SLURM itself ran and finished the jobs (its job-completion log).
     done = Path("/var/log/slurm/jobcomp.log").read_text()
     for job in ids["embed_times"] + ids["run_benchmark"] + ids["build_dataset"]:
