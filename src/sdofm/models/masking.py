@@ -91,7 +91,10 @@ def weighted_random_masking(
     if weights.shape not in ((n,), (b, n)):
         msg = f"weights of shape {tuple(weights.shape)} do not match {n} tokens (batch {b})"
         raise ValueError(msg)
-    if not bool((weights > 0).all()):
+    # Checked where it is free: on a GPU, or inside a compiled graph, the check would cost a
+    # host sync (or a graph break) on every step; there the weights are the model's buffer.
+    on_host = weights.device.type == "cpu" and not torch.compiler.is_compiling()
+    if on_host and not bool((weights > 0).all()):
         msg = "masking weights must all be positive"
         raise ValueError(msg)
     if ratio == 0:
