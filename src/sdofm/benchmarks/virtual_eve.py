@@ -221,6 +221,7 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
                 {
                     "time": ds.time.values[after],
                     "line": line,
+                    "truth": after_truth[:, k],  # NaN on real data: MEGS-A measures no more
                     **{m: p[:, k] for m, p in virtual.items()},
                 }
             )
