@@ -163,8 +163,9 @@ def test_temporal_stacks_come_from_the_index(dataset):
     for r in range(len(ok) - 4):
         assert (r in starts) == bool(ok[r] and ok[r + 2] and ok[r + 4])
     data = SDOStacks(dataset, frames=3, spacing=2, split="train")
-    x, rows = data[5]
+    x, row = data[5]
     assert tuple(x.shape) == (ds.sizes["channel"], 3, ds.sizes["y"], ds.sizes["x"])
-    single = SDOImages(dataset, np.array([int(rows[1])]))[0][0]
+    assert row == stacks[5, -1]  # an item is labelled by its newest frame
+    single = SDOImages(dataset, np.array([stacks[5, 1]]))[0][0]
     torch.testing.assert_close(x[:, 1], single)
     assert len(temporal_index(ds, frames=1000, spacing=1, split="train")) == 0
