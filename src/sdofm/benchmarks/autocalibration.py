@@ -33,6 +33,7 @@ from torch import nn
 
 from sdofm import SdofmError
 from sdofm.benchmarks.common import (
+    Standardise,
     TaskInputs,
     bootstrap_ci,
     ci,
@@ -43,6 +44,7 @@ from sdofm.benchmarks.common import (
 )
 from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser
 from sdofm.io import atomic_output
+from sdofm.sources.sdoml import AIA_CHANNELS
 from sdofm.training.pretrain import load_backbone
 
 __all__ = [
@@ -53,7 +55,7 @@ __all__ = [
     "run",
 ]
 
-AIA = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
+AIA = AIA_CHANNELS
 SPLITS = ("train", "val", "test")
 THRESHOLDS = (0.05, 0.01)
 HEADLINE = "frac_within_0.05"
@@ -152,18 +154,6 @@ class DimmingCNN(nn.Module):
         return torch.sigmoid(out.reshape(len(x), -1))
 
 
-class _Standardise(nn.Module):
-    """Fixed standardisation with training statistics."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
 class _FineTuned(nn.Module):
     """Backbone encoder ([CLS, mean patch token], as ``net.embed``) and head, trained together."""
 
@@ -239,7 +229,7 @@ def _batched(fn, x: torch.Tensor | np.ndarray, batch: int = 128) -> np.ndarray:
 
 def _mlp(width: int, hidden: int, n_out: int, mean: torch.Tensor, std: torch.Tensor) -> nn.Module:
     return nn.Sequential(
-        _Standardise(mean, std),
+        Standardise(mean, std),
         nn.Linear(width, hidden),
         nn.GELU(),
         nn.Linear(hidden, n_out),

@@ -23,6 +23,7 @@ from sdofm.config import config_hash
 from sdofm.io import atomic_output, file_sha256
 
 __all__ = [
+    "Standardise",
     "TaskInputs",
     "bootstrap_ci",
     "ci",
@@ -66,6 +67,18 @@ class TaskInputs:
             msg = f"no {name} in the event folder {self.events} (run `sdofm events`)"
             raise SdofmError(msg)
         return Path(self.events) / name
+
+
+class Standardise(nn.Module):
+    """A fixed standardisation, ``(x - mean) / std``, with statistics of the training rows."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
 
 
 def split_rows(

@@ -41,10 +41,11 @@ from sdofm.benchmarks.common import (
 from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser, disk_mask
 from sdofm.io import atomic_output
 from sdofm.sources.events import goes_class_to_flux, read_flare_list
+from sdofm.sources.sdoml import AIA_CHANNELS
 
 __all__ = ["METRICS", "TokenDecoder", "UNet", "flaring_times", "image_metrics", "run"]
 
-AIA = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
+AIA = AIA_CHANNELS
 METRICS = ("ppe10", "ppe50", "correlation", "rmse", "flux_diff", "abs_flux_diff")
 MODELS = ("fm_head", "baseline", "climatology")
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sdofm.benchmarks.common import (
+    Standardise,
     TaskInputs,
     bootstrap_ci,
     fit,
@@ -29,10 +30,11 @@ from sdofm.benchmarks.common import (
 )
 from sdofm.dataset.loader import Normaliser
 from sdofm.io import atomic_output
+from sdofm.sources.sdoml import AIA_CHANNELS
 
 __all__ = ["BaselineCNN", "relative_absolute_error", "run"]
 
-AIA = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
+AIA = AIA_CHANNELS
 
 
 def relative_absolute_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -129,7 +131,7 @@ def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict
     }
     feats = {s: _mean_std(x) for s, x in images.items()}
     f_mu, f_sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-    linear = nn.Sequential(_Affine(f_mu, f_sd), nn.Linear(feats["train"].shape[1], len(lines)))
+    linear = nn.Sequential(Standardise(f_mu, f_sd), nn.Linear(feats["train"].shape[1], len(lines)))
     linear = fit(
         linear,
         (feats["train"], y_tr),
@@ -268,18 +270,6 @@ def _virtual_instrument(
         scored = {m: p[found] for m, p in virtual.items()}
         out["models"] = _metrics(scored, truth[found], lines, params)
     return out, truth
-
-
-class _Affine(nn.Module):
-    """Fixed standardisation of the baseline's features with training statistics."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def _metrics(preds: dict, truth: np.ndarray, lines: list[str], params: dict) -> dict[str, Any]:
