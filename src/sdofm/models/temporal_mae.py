@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sdofm.models.mae import PRESETS as MAE_PRESETS
 from sdofm.models.mae import MaskedAutoencoder
 
 __all__ = [
@@ -95,29 +96,12 @@ class TemporalMAE(MaskedAutoencoder):
         return x.reshape(b, c, tg * t, g * p, g * p)
 
 
-# Presets. tmae_tiny: CPU in minutes (64², patch 8, 4 frames). tmae_base: Prithvi-100M widths
-# (ViT-B encoder, 8 x 512 decoder) at 512², patch 16, one frame per tubelet (3-4 frames).
+# Presets: the widths of the 2-D MAE presets with a tubelet. tmae_tiny: CPU in minutes (64²,
+# patch 8, 4 frames). tmae_base: Prithvi-100M widths (ViT-B encoder, 8 x 512 decoder) at 512²,
+# patch 16, one frame per tubelet (3-4 frames).
 TEMPORAL_PRESETS = {
-    "tmae_tiny": dict(
-        patch_size=8,
-        tubelet=2,
-        embed_dim=128,
-        depth=4,
-        num_heads=4,
-        decoder_dim=64,
-        decoder_depth=2,
-        decoder_heads=4,
-    ),
-    "tmae_base": dict(
-        patch_size=16,
-        tubelet=1,
-        embed_dim=768,
-        depth=12,
-        num_heads=12,
-        decoder_dim=512,
-        decoder_depth=8,
-        decoder_heads=16,
-    ),
+    "tmae_tiny": {**MAE_PRESETS["mae_tiny"], "tubelet": 2},
+    "tmae_base": {**MAE_PRESETS["mae_base"], "tubelet": 1},
 }
 
 
