@@ -64,11 +64,25 @@ class Normaliser:
         self._log = [c for c, t in enumerate(self.transforms) if t == "log1p"]
         self._scale = (1.0 / self.std).astype(np.float32)
         self._offset = (-self.mean / self.std).astype(np.float32)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """(..., C, H, W) physical -> normalised float32, NaN -> 0 (the training mean)."""
         z = (apply_transform(x, self.transforms) - self.mean) / self.std
         return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_on_device": {}}  # no device tensors into worker processes
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The log channels, scale and offset as tensors on ``device``, moved there once."""
+        if device not in self._on_device:
+            self._on_device[device] = (
+                torch.tensor(self._log, dtype=torch.int64, device=device),
+                torch.from_numpy(self._scale).to(device),
+                torch.from_numpy(self._offset).to(device),
+            )
+        return self._on_device[device]
 
     def torch(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Normalise a physical (B, C, H, W) tensor on its own device (same result as ``inplace``).
@@ -80,14 +94,13 @@ class Normaliser:
             b, c, t, h, w = x.shape
             m = mask.repeat(t, 1) if mask is not None else None
             return self.torch(x.reshape(b, c, t * h, w), m).reshape(b, c, t, h, w)
-        dev = x.device
+        log, scale, offset = self._constants(x.device)
         x = x.float()
-        if self._log:
-            log = torch.tensor(self._log, device=dev)
+        if len(log):
             x = x.index_copy(1, log, x.index_select(1, log).clamp(min=0.0).log1p())
-        x = x * torch.from_numpy(self._scale).to(dev) + torch.from_numpy(self._offset).to(dev)
+        x = x * scale + offset
         if mask is not None:
-            x = x * mask.to(dev, x.dtype)
+            x = x * mask.to(x.device, x.dtype)
         return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
     def inplace(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
