@@ -13,7 +13,8 @@ from sdofm.cli import main
 from sdofm.dataset.loader import open_dataset, temporal_index
 from sdofm.embeddings.explore import embedding_map, similar_times
 from sdofm.embeddings.extract import extract_embeddings, open_embeddings
-from sdofm.training.pretrain import load_backbone, pretrain
+from sdofm.models.checkpoint import load_backbone
+from sdofm.training.pretrain import pretrain
 
 
 @pytest.fixture(scope="module", params=["tmae_tiny", "vae_tiny"])

@@ -42,7 +42,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
             if args.task not in config.get("benchmarks", {}):
                 msg = f"config {args.config} has no benchmarks.{args.task} block"
                 raise SdofmError(msg)
-            return config["benchmarks"][args.task]
+            return config["benchmarks"][args.task] | {"protocol": config["protocol"]}
         blocks = SECTIONS[args.command]
         return config[blocks[0]] if len(blocks) == 1 else {b: config[b] for b in blocks}
     if args.params is None:
@@ -183,11 +183,15 @@ def _map(args, params):
 
 def _benchmark(args, params):
     from sdofm.benchmarks import TASKS
-    from sdofm.benchmarks.common import TaskInputs
+    from sdofm.benchmarks.runner import TaskInputs, run_task
+    from sdofm.config import validate_block
 
     if args.task not in TASKS:
         msg = f"unknown benchmark task {args.task!r}; known tasks: {sorted(TASKS)}"
         raise SdofmError(msg)
+    params = dict(params)
+    protocol = validate_block(params.pop("protocol", {}), "protocol")
+    params = validate_block(params, "benchmarks", args.task) | {"protocol": protocol}
     inputs = TaskInputs(
         Path(args.dataset),
         Path(args.embeddings),
@@ -195,15 +199,12 @@ def _benchmark(args, params):
         Path(args.events) if args.events else None,
         Path(args.truth) if args.truth else None,
     )
-    result = TASKS[args.task](inputs, args.out, params)
+    result = run_task(TASKS[args.task], inputs, args.out, params)
     metric = result["headline"]["metric"]
     return {
         "headline": result["headline"]["label"],
-        **{
-            m: v[metric]["value"]
-            for m, v in result["models"].items()
-            if "_minus_" not in m and metric in (v or {})
-        },
+        **{arm: v["metrics"][metric]["value"] for arm, v in result["arms"].items()},
+        "verdicts": result["verdicts"],
     }
 
 

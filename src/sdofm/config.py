@@ -14,7 +14,14 @@ import yaml
 
 from sdofm import SdofmError
 
-__all__ = ["SCHEMA_PATH", "config_hash", "load_config", "parse_time", "validate_config"]
+__all__ = [
+    "SCHEMA_PATH",
+    "config_hash",
+    "load_config",
+    "parse_time",
+    "validate_block",
+    "validate_config",
+]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -75,20 +82,39 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
                 raise SdofmError(msg)
 
 
+def _validate(instance: Any, schema: dict[str, Any], prefix: str = "") -> None:
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        key = _key(err)
+        key = prefix if key == "<top level>" and prefix else ".".join(filter(None, [prefix, key]))
+        msg = f"config key '{key}': {err.message}"
+        raise SdofmError(msg)
+
+
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it.
 
     Raises `SdofmError` with a one-line message that names the offending key.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = jsonschema.exceptions.best_match(errors)
-        msg = f"config key '{_key(err)}': {err.message}"
-        raise SdofmError(msg)
+    _validate(config, yaml.safe_load(Path(schema_path).read_text()))
     _check_ranges(config)
     return config
+
+
+def validate_block(block: Any, *path: str, schema_path: Path = SCHEMA_PATH) -> Any:
+    """Validate one config block (e.g. ``"benchmarks", "virtual_eve"``) in place, with defaults.
+
+    What a rule passes to `sdofm <stage> --params` is checked against the same schema as the
+    config file, so a hand-written ``--params`` gets the same one-line errors.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    sub = schema
+    for key in path:
+        sub = sub["properties"][key]
+    _validate(block, sub | {"definitions": schema.get("definitions", {})}, ".".join(path))
+    return block
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ rule run_benchmark:
     output:
         metrics=f"{RESULTS}/{{task}}/metrics.json",
         predictions=f"{RESULTS}/{{task}}/predictions.csv",
+        samples=f"{RESULTS}/{{task}}/samples.nc",
     log:
         f"{LOGS}/run_benchmark/{{task}}.log",
     benchmark:

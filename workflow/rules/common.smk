@@ -39,7 +39,9 @@ def as_arg(*sections):
 
 
 def benchmark_params(wildcards):
-    return shlex.quote(json.dumps(config["benchmarks"][wildcards.task], sort_keys=True))
+    """A task's block and the shared protocol, as `sdofm benchmark --params` takes them."""
+    block = config["benchmarks"][wildcards.task] | {"protocol": config["protocol"]}
+    return shlex.quote(json.dumps(block, sort_keys=True))
 
 
 def runtime_for(minutes):

@@ -3,6 +3,7 @@ rule render_report:
         notebook=os.path.join(NOTEBOOKS, "{task}.ipynb"),
         metrics=f"{RESULTS}/{{task}}/metrics.json",
         predictions=f"{RESULTS}/{{task}}/predictions.csv",
+        samples=f"{RESULTS}/{{task}}/samples.nc",
     output:
         executed=f"{RESULTS}/{{task}}/report.ipynb",
         html=report(
@@ -23,7 +24,8 @@ rule render_report:
     shell:
         "sdofm report --notebook {input.notebook} --executed {output.executed}"
         " --html {output.html} -p metrics_path={input.metrics}"
-        " -p predictions_path={input.predictions} > {log} 2>&1"
+        " -p predictions_path={input.predictions}"
+        " -p samples_path={input.samples} > {log} 2>&1"
 
 
 rule render_summary:

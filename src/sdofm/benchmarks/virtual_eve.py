@@ -1,305 +1,206 @@
-"""Virtual EVE: MEGS-A line irradiances from AIA (Szenicer et al. 2019; Indaco et al. 2023).
+"""Virtual EVE: MEGS-A line irradiances from AIA images (Szenicer et al. 2019; Indaco et al. 2023).
 
-Models, all trained on the same split:
-- ``fm_head``: a head (linear or MLP) on the frozen foundation-model embeddings;
-- ``baseline``: the paper's model, a linear model on per-channel mean and standard deviation of
-  the AIA images fitted with a Huber loss, plus a CNN on the images fitted to its residual;
-- ``climatology``: the training mean of each line.
-Metric: relative absolute error per line (%) on the test split, its median and maximum over
-lines, with bootstrap confidence intervals over test time steps.
+Arms (every one on the same rows; the runner adds the random-init control):
+- ``fm_head``: a linear or MLP head on the frozen embedding, on standardised log10 irradiance;
+- ``paper_linear``: the paper's linear model, fitted with the Huber loss on the physical (DN/s)
+  mean and standard deviation of each AIA channel;
+- ``paper``: that linear model plus the paper's CNN on the images, trained on its residual;
+- ``climatology``: the training mean of each line;
+- ``oracle`` (synthetic Sun): ridge from the noise-free disk means of the AIA channels, which
+  the generator drives the lines with; a ceiling no image model can beat by much.
+There is no persistence arm: the task is a nowcast from images (the instrument it replaces
+measures nothing to persist from). After MEGS-A's last measurement every arm predicts the lines
+as a virtual instrument (``extra`` rows), scored against the synthetic truth where it exists.
+Metric: relative absolute error per line (%), its median over lines (headline) and maximum.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+import xarray as xr
 
-from sdofm.benchmarks.common import (
-    Standardise,
-    TaskInputs,
-    bootstrap_ci,
-    fit,
-    provenance,
-    split_rows,
-    write_outputs,
-)
+from sdofm.benchmarks.baselines import HuberLinear, ResidualCNN, channel_statistics, ridge_on_val
+from sdofm.benchmarks.heads import TargetScaler, fit, make_head, predict
+from sdofm.benchmarks.metrics import Metric, median_rae, relative_absolute_error
+from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.dataset.loader import Normaliser
-from sdofm.io import atomic_output
 from sdofm.sources.sdoml import AIA_CHANNELS
 
-__all__ = ["BaselineCNN", "relative_absolute_error", "run"]
-
-AIA = AIA_CHANNELS
+__all__ = ["VirtualEVE"]
 
 
-def relative_absolute_error(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean |pred − truth| / truth per line, in percent: (N, L) -> (L,)."""
-    return 100.0 * np.mean(np.abs(pred - truth) / np.abs(truth), axis=0)
+def max_rae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The worst line's relative absolute error (%)."""
+    return float(relative_absolute_error(y_true, y_pred).max())
 
 
-class BaselineCNN(nn.Module):
-    """The residual CNN of the virtual-EVE baseline: conv blocks, global pooling, linear."""
-
-    def __init__(self, in_chans: int, n_out: int, width: int = 32):
-        super().__init__()
-        layers, c = [], in_chans
-        for w in (width, width * 2, width * 2):
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
-            c = w
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.out = nn.Linear(c, n_out)
-        nn.init.zeros_(self.out.weight)  # starts as "no correction" to the linear part
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.features(x))
-
-
-class _LinearPlusCNN(nn.Module):
-    def __init__(self, linear: nn.Module, cnn: nn.Module):
-        super().__init__()
-        self.linear, self.cnn = linear, cnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(_mean_std(x)) + self.cnn(x)
-
-
-def _mean_std(images: torch.Tensor) -> torch.Tensor:
-    """Per-channel spatial mean and standard deviation: (N, C, H, W) -> (N, 2C)."""
-    return torch.cat([images.mean(dim=(2, 3)), images.std(dim=(2, 3))], dim=1)
-
-
-def _standardise(train: np.ndarray, *others: np.ndarray) -> tuple[list[torch.Tensor], tuple]:
-    """Arrays standardised with the training rows' statistics, and those (mean, std)."""
-    mu, sd = train.mean(axis=0), train.std(axis=0) + 1e-8
-    tensors = [torch.tensor((a - mu) / sd, dtype=torch.float32) for a in (train, *others)]
-    return tensors, (mu, sd)
-
-
-def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate every model; write metrics.json and predictions.csv to ``out_dir``."""
-    ds, emb = inputs.open()
-    lines = [str(v) for v in ds.line.values]
-    eve = ds.eve.values.astype(np.float64)
-    usable = ds.valid.values & np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1)
-    rows = split_rows(ds, usable, "virtual_eve")
-
-    # Targets: log irradiance standardised with training statistics only.
-    logy = np.log10(eve)
-    (y_tr, y_va, y_te), (mu, sd) = _standardise(
-        logy[rows["train"]], logy[rows["val"]], logy[rows["test"]]
+class VirtualEVE(Task):
+    name = "virtual_eve"
+    title = "Virtual EVE: MEGS-A irradiance from AIA images"
+    description = (
+        "EVE MEGS-A line irradiances from the AIA images of the same time step; relative "
+        "absolute error per line (%) on the test split, its median and maximum over lines"
     )
-
-    def to_physical(z: torch.Tensor) -> np.ndarray:
-        return 10 ** (z.detach().numpy() * sd + mu)
-
-    seed, preds = params["seed"], {}
-    torch.manual_seed(seed)
-
-    # Foundation-model head on frozen embeddings.
-    z = emb.embedding.values
-    (e_tr, e_va, e_te), _ = _standardise(z[rows["train"]], z[rows["val"]], z[rows["test"]])
-    width = e_tr.shape[1]
-    head = (
-        nn.Linear(width, len(lines))
-        if params["head"] == "linear"
-        else nn.Sequential(
-            nn.Linear(width, 256), nn.GELU(), nn.Dropout(0.1), nn.Linear(256, len(lines))
-        )
+    metrics = (
+        Metric("median_rae", median_rae, False, "median RAE over lines (%)"),
+        Metric("max_rae", max_rae, False, "worst line's RAE (%)"),
     )
-    head = fit(
-        head,
-        (e_tr, y_tr),
-        (e_va, y_va),
-        epochs=params["max_epochs"],
-        lr=1e-3,
-        weight_decay=1e-2,
-        seed=seed,
-    )
-    preds["fm_head"] = to_physical(head(e_te))
-
-    # Baseline: linear on channel mean/std with Huber loss, then a CNN on its residual.
-    norm = Normaliser(ds, [c for c in AIA if c in ds.channel.values])
-    images = {
-        s: torch.from_numpy(norm(ds.images.isel(time=r).values[:, norm.index]))
-        for s, r in rows.items()
+    headline = "median_rae"
+    published_anchor = {
+        "source": "Szenicer et al. 2019, Sci. Adv. 5, eaaw6548 (real SDO data)",
+        "values": {"median_rae": 1.6},
+        "note": "Surya (Roy et al. 2025) reports a MAPE of 1.48 % on its own split",
     }
-    feats = {s: _mean_std(x) for s, x in images.items()}
-    f_mu, f_sd = feats["train"].mean(0), feats["train"].std(0) + 1e-6
-    linear = nn.Sequential(Standardise(f_mu, f_sd), nn.Linear(feats["train"].shape[1], len(lines)))
-    linear = fit(
-        linear,
-        (feats["train"], y_tr),
-        (feats["val"], y_va),
-        loss_fn=nn.HuberLoss(),
-        epochs=params["max_epochs"],
-        lr=1e-2,
-        weight_decay=0.0,
-        seed=seed,
-    )
-    for p in linear.parameters():
-        p.requires_grad_(False)
-    model = _LinearPlusCNN(linear, BaselineCNN(images["train"].shape[1], len(lines)))
-    if params["baseline_cnn_epochs"]:
-        model = fit(
-            model,
-            (images["train"], y_tr),
-            (images["val"], y_va),
-            epochs=params["baseline_cnn_epochs"],
-            lr=1e-3,
-            batch_size=32,
-            seed=seed,
-            patience=10,
-        )
-    with torch.no_grad():
-        preds["baseline_linear"] = to_physical(linear(feats["test"]))
-        preds["baseline"] = to_physical(model(images["test"]))
-    climatology = eve[rows["train"]].mean(axis=0)
-    preds["climatology"] = np.tile(climatology, (len(rows["test"]), 1))
 
-    # After MEGS-A: the same models as a virtual instrument on every later time step.
-    after = _after_megsa(ds, eve)
-    virtual = {}
-    if len(after):
-        x_after = torch.from_numpy(norm(ds.images.isel(time=after).values[:, norm.index]))
-        e_after = _standardise(z[rows["train"]], z[after])[0][1]
-        with torch.no_grad():
-            virtual = {
-                "fm_head": to_physical(head(e_after)),
-                "baseline": to_physical(model(x_after)),
-                "climatology": np.tile(climatology, (len(after), 1)),
-            }
+    def samples(self) -> Samples:
+        ds = self.ctx.ds
+        eve = ds.eve.values.astype(np.float64)
+        measured = np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1)
+        valid = ds.valid.values & np.isfinite(self.ctx.pretrained.embeddings).all(axis=1)
+        split = np.where(valid & measured, ds.split.values.astype(str), "none").astype(object)
+        last = np.flatnonzero(measured)[-1] if measured.any() else -1
+        after = valid & (np.arange(len(split)) > last)
+        split[after] = "extra"
+        self.after = np.flatnonzero(after)
+        eve[~measured] = np.nan
+        lines = [str(v) for v in ds.line.values]
+        return Samples(ds.time.values, split.astype(str), eve, outputs=lines)
 
-    after_summary, after_truth = _virtual_instrument(
-        ds, after, virtual, lines, inputs.truth, params
-    )
-    truth = eve[rows["test"]]
-    metrics = _metrics(preds, truth, lines, params)
-    result = {
-        "task": "virtual_eve",
-        "metric": "relative absolute error (%) per line on the test split",
-        "lines": lines,
-        "split": {s: int(len(r)) for s, r in rows.items()},
-        "split_ranges": {
-            s: [str(ds.time.values[r].min()), str(ds.time.values[r].max())]
-            for s, r in rows.items()
-            if len(r)
-        },
-        "models": metrics,
-        "headline": {
-            "metric": "median",
-            "label": "median RAE over lines (%)",
-            "higher_is_better": False,
-        },
-        "after_megsa": after_summary,
-        "published_anchor": {
-            "median_rae_percent": 1.6,
-            "source": "Szenicer et al. 2019 (real SDO data)",
-        },
-        "provenance": provenance(params, checkpoint=inputs.checkpoint),
-    }
-    result["provenance"]["embeddings_checkpoint_sha256"] = emb.attrs.get("checkpoint_sha256")
-    table = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "time": ds.time.values[rows["test"]],
-                    "line": line,
-                    "truth": truth[:, k],
-                    **{m: p[:, k] for m, p in preds.items()},
-                }
+    def fm_arm(self, backbone) -> Arm:
+        def train(f):
+            z, (tr, va) = backbone.embeddings, (f.rows["train"], f.rows["val"])
+            scale = TargetScaler(f.y[tr], log=True)
+            head = make_head(z[tr], f.y.shape[1], self.params["head"])
+            data = [(torch.tensor(z[r], dtype=torch.float32), scale(f.y[r])) for r in (tr, va)]
+            kw = f.kwargs(epochs=self.params["max_epochs"], lr=1e-3, weight_decay=1e-2)
+            model = fit(head, *data, **kw)
+            x = torch.tensor(np.nan_to_num(z), dtype=torch.float32)
+            return lambda rows: scale.inverse(predict(model, x[rows], device=f.device))
+
+        return Arm("fm", f"{self.params['head']} head on the {backbone.name} embedding", train)
+
+    @cached_property
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """(channel statistics (T, 2C) in DN/s, normalised AIA images (T, C, H, W)), NaN-free."""
+        ds = self.ctx.ds
+        aia = [c for c in AIA_CHANNELS if c in self.ctx.channels]
+        rows = np.flatnonzero(ds.valid.values)
+        stats = np.full((ds.sizes["time"], 2 * len(aia)), np.nan)
+        norm = np.zeros((ds.sizes["time"], len(aia), ds.sizes["y"], ds.sizes["x"]), np.float32)
+        for part in np.array_split(rows, max(1, len(rows) // 128)):
+            phys = self.ctx.physical(part, aia)
+            stats[part], norm[part] = channel_statistics(phys), Normaliser(ds, aia)(phys)
+        return stats, norm
+
+    def arms(self, samples: Samples) -> dict[str, Arm]:
+        p = self.params
+        stats, images = self.images
+        x_img = torch.from_numpy(images)
+
+        def linear(f):
+            tr = f.rows["train"]
+            scale = TargetScaler(f.y[tr])
+            model = HuberLinear().fit(stats[tr], scale(f.y[tr]).numpy())
+            return scale, model
+
+        def paper_linear(f):
+            scale, model = linear(f)
+            return lambda rows: scale.inverse(model.predict(stats[rows]))
+
+        def paper(f):
+            scale, model = linear(f)
+            base = torch.tensor(model.predict(np.nan_to_num(stats)), dtype=torch.float32)
+            cnn = ResidualCNN(x_img.shape[1], f.y.shape[1], zero_init=True)
+            data = [((x_img[r], base[r]), scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
+            kw = f.kwargs(epochs=p["baseline_cnn_epochs"], batch_size=32, patience=10)
+            cnn = fit(cnn, *data, **kw)
+            return lambda rows: scale.inverse(
+                predict(cnn, (x_img[rows], base[rows]), device=f.device)
             )
-            for k, line in enumerate(lines)
-        ]
-    )
-    if len(after):
-        frames = [
-            pd.DataFrame(
-                {
-                    "time": ds.time.values[after],
-                    "line": line,
-                    "truth": after_truth[:, k],  # NaN on real data: MEGS-A measures no more
-                    **{m: p[:, k] for m, p in virtual.items()},
-                }
-            )
-            for k, line in enumerate(lines)
-        ]
-        with atomic_output(Path(out_dir) / "predictions_after_megsa.csv") as tmp:
-            pd.concat(frames).to_csv(tmp, index=False)
-    write_outputs(result, table, out_dir)
-    return result
 
+        def climatology(f):
+            mean = f.y[f.rows["train"]].mean(axis=0)
+            return lambda rows: np.tile(mean, (len(rows), 1))
 
-def _after_megsa(ds, eve: np.ndarray) -> np.ndarray:
-    """Valid rows after the store's last EVE measurement (MEGS-A failed on 2014-05-26)."""
-    measured = np.flatnonzero(np.isfinite(eve).all(axis=1) & (eve > 0).all(axis=1))
-    if not len(measured):
-        return measured
-    rows = np.flatnonzero(ds.valid.values)
-    return rows[rows > measured[-1]]
-
-
-def _virtual_instrument(
-    ds, after, virtual, lines, truth_dir, params
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The models' lines after MEGS-A, scored against the synthetic Sun's truth if it has one.
-
-    Returns the summary for metrics.json and the truth at each step (NaN where there is none).
-    """
-    truth = np.full((len(after), len(lines)), np.nan)
-    if not len(after):
-        return {"steps": 0, "reason": "no valid time step after the last EVE measurement"}, truth
-    times = pd.DatetimeIndex(ds.time.values[after])
-    out: dict[str, Any] = {"steps": len(after), "start": str(times[0]), "end": str(times[-1])}
-    path = Path(truth_dir) / "eve_after_megsa.csv" if truth_dir else None
-    if path is None or not path.exists():
-        out["truth"] = None  # real data: nothing measured these lines any more
-        return out, truth
-    table = pd.read_csv(path, parse_dates=["time"]).set_index("time").sort_index()
-    pos = table.index.get_indexer(times, method="nearest", tolerance=pd.Timedelta("1h"))
-    found = pos >= 0
-    truth[found] = table[lines].to_numpy(np.float64)[pos[found]]
-    out["truth"] = "synthetic ground truth (eve_after_megsa.csv)"
-    out["scored_steps"] = int(found.sum())
-    if found.sum() >= 2:
-        scored = {m: p[found] for m, p in virtual.items()}
-        out["models"] = _metrics(scored, truth[found], lines, params)
-    return out, truth
-
-
-def _metrics(preds: dict, truth: np.ndarray, lines: list[str], params: dict) -> dict[str, Any]:
-    """Per-line RAE with bootstrap CIs, and median/max over lines, for each model."""
-    out: dict[str, Any] = {}
-    n, b, seed = len(truth), params["bootstrap"], params["seed"]
-    for name, p in preds.items():
-
-        def stat(i, p=p):
-            rae = relative_absolute_error(p[i], truth[i])
-            return np.concatenate([rae, [np.median(rae), rae.max()]])
-
-        point, lo, hi = bootstrap_ci(stat, n, resamples=b, seed=seed)
-        k = len(lines)
-        out[name] = {
-            "per_line": {
-                line: {"value": point[j], "ci95": [lo[j], hi[j]]} for j, line in enumerate(lines)
-            },
-            "median": {"value": point[k], "ci95": [lo[k], hi[k]]},
-            "max": {"value": point[k + 1], "ci95": [lo[k + 1], hi[k + 1]]},
+        arms = {
+            "paper_linear": Arm(
+                "paper",
+                "linear (Huber) on each AIA channel's mean and std in DN/s",
+                paper_linear,
+                seeded=False,
+            ),
+            "paper": Arm(
+                "paper", "the linear model + a CNN on the images fitted to its residual", paper
+            ),
+            "climatology": Arm("trivial", "training mean of each line", climatology, seeded=False),
         }
+        truth = self.ctx.inputs.truth_file("aia_disk_mean.csv")
+        if truth is not None:
+            arms["oracle"] = Arm(
+                "oracle",
+                "ridge on log10 of the noise-free AIA disk means (synthetic ground truth)",
+                self._oracle(truth, samples),
+                seeded=False,
+            )
+        return arms
 
-    # Paired difference of medians on the same resamples: is the FM head better than the paper?
-    def diff(i):
-        med = [
-            np.median(relative_absolute_error(preds[m][i], truth[i]))
-            for m in ("fm_head", "baseline")
-        ]
-        return np.array([med[0] - med[1]])
+    def _oracle(self, path, samples: Samples):
+        table = pd.read_csv(path, index_col=0, parse_dates=True).sort_index()
+        pos = table.index.get_indexer(pd.DatetimeIndex(samples.times), method="nearest")
+        x = np.log10(np.clip(table.to_numpy(np.float64)[pos], 1e-6, None))
 
-    point, lo, hi = bootstrap_ci(diff, n, resamples=b, seed=seed)
-    out["fm_head_minus_baseline_median"] = {"value": point[0], "ci95": [lo[0], hi[0]]}
-    return out
+        def train(f):
+            scale = TargetScaler(f.y[f.rows["train"]], log=True)
+            y = np.zeros((len(f.y), f.y.shape[1]))
+            for s in ("train", "val"):
+                y[f.rows[s]] = scale(f.y[f.rows[s]]).numpy()
+            model, _ = ridge_on_val(x, y, f.rows["train"], f.rows["val"])
+            z = (x - model.feature_mean_) / model.feature_std_
+            return lambda rows: scale.inverse(model.predict(z[rows]))
+
+        return train
+
+    def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        """The virtual instrument after MEGS-A, scored against the synthetic truth if any."""
+        rows = samples.where("extra")
+        out: dict[str, Any] = {"after_megsa": {"steps": int(len(rows))}}
+        if not len(rows):
+            return out
+        times = pd.DatetimeIndex(samples.times[rows])
+        info = out["after_megsa"] | {"start": str(times[0]), "end": str(times[-1]), "truth": None}
+        truth = self._after_truth(samples)
+        found = np.isfinite(truth).all(axis=1)
+        if found.sum() >= 2:
+            info["truth"] = "synthetic ground truth (eve_after_megsa.csv)"
+            info["median_rae"] = {
+                arm: float(np.mean([median_rae(truth[found], p[rows][found]) for p in runs]))
+                for arm, runs in preds.items()
+            }
+        out["after_megsa"] = info
+        return out
+
+    def _after_truth(self, samples: Samples) -> np.ndarray:
+        rows = samples.where("extra")
+        truth = np.full((len(rows), len(samples.outputs)), np.nan)
+        path = self.ctx.inputs.truth_file("eve_after_megsa.csv")
+        if path is None or not len(rows):
+            return truth
+        table = pd.read_csv(path, parse_dates=["time"]).set_index("time").sort_index()
+        pos = table.index.get_indexer(
+            pd.DatetimeIndex(samples.times[rows]), method="nearest", tolerance=pd.Timedelta("1h")
+        )
+        ok = pos >= 0
+        truth[ok] = table[samples.outputs].to_numpy(np.float64)[pos[ok]]
+        return truth
+
+    def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
+        rows = samples.where("extra")
+        return xr.Dataset(
+            {"truth_after_megsa": (("time", "line"), self._after_truth(samples))},
+            coords={"time": samples.times[rows], "line": samples.outputs},
+        )

@@ -9,7 +9,7 @@ import pandas as pd
 
 from sdofm import SdofmError
 
-__all__ = ["SPLITS", "assign_splits", "check_no_leak"]
+__all__ = ["SPLITS", "assign_splits", "check_no_leak", "split_intervals"]
 
 SPLITS = ("train", "val", "test")
 BUFFER = "buffer"
@@ -71,3 +71,14 @@ def check_no_leak(times: pd.DatetimeIndex, labels: np.ndarray, buffer_days: floa
                     f"{b} row; refusing to build"
                 )
                 raise SdofmError(msg)
+
+
+def split_intervals(times: np.ndarray, labels: np.ndarray, name: str) -> list[list[str]]:
+    """The [first, last] times of each run of consecutive rows labelled ``name`` (ISO strings)."""
+    inside = np.concatenate([[False], np.asarray(labels) == name, [False]])
+    edges = np.flatnonzero(np.diff(inside.astype(int)))
+    t = pd.DatetimeIndex(times)
+    return [
+        [t[a].isoformat(), t[b - 1].isoformat()]
+        for a, b in zip(edges[::2], edges[1::2], strict=True)
+    ]

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from sdofm import SdofmError
 from sdofm.dataset.loader import SDOImages, SDOStacks, collate, open_dataset
 from sdofm.io import atomic_output, file_sha256
-from sdofm.training.pretrain import load_backbone
+from sdofm.models.checkpoint import load_backbone
 
-__all__ = ["extract_embeddings", "open_embeddings"]
+__all__ = ["compute_embeddings", "extract_embeddings", "open_embeddings"]
 
 
 def _inputs(dataset: str | Path, ds: xr.Dataset, hp: dict[str, Any]) -> SDOImages | SDOStacks:
@@ -46,28 +46,16 @@ def extract_embeddings(
         )
         raise SdofmError(msg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net.to(device)
-    data = _inputs(dataset, ds, hp)
-    if len(data) == 0:
-        msg = f"{dataset} has no time step the backbone can embed"
-        raise SdofmError(msg)
-    loader = DataLoader(data, batch_size=params["batch_size"], collate_fn=collate)
-    n_time = ds.sizes["time"]
-    emb = tok = None
     started = time.perf_counter()
-    with torch.inference_mode():
-        for x, idx in loader:
-            x = x.to(device)
-            z = net.embed(x).float().cpu().numpy()
-            if emb is None:
-                emb = np.full((n_time, z.shape[1]), np.nan, np.float32)
-            emb[idx.numpy()] = z
-            if params.get("tokens"):
-                t = net.tokens(x)
-                t = (t[:, :, -1] if t.ndim == 5 else t).float().cpu().numpy()
-                if tok is None:
-                    tok = np.full((n_time, *t.shape[1:]), np.nan, np.float32)
-                tok[idx.numpy()] = t
+    emb, tok, n_rows = compute_embeddings(
+        dataset,
+        ds,
+        net,
+        hp,
+        batch_size=params["batch_size"],
+        tokens=params.get("tokens"),
+        device=device,
+    )
     seconds = time.perf_counter() - started
     variables = {
         "embedding": (("time", "feature"), emb),
@@ -93,12 +81,50 @@ def extract_embeddings(
     with atomic_output(out) as tmp:
         out_ds.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
     return {
-        "rows": len(data),
+        "rows": n_rows,
         "features": int(emb.shape[1]),
-        "samples_per_second": round(len(data) / seconds, 1),
+        "samples_per_second": round(n_rows / seconds, 1),
         "device": str(device),
         **out_ds.attrs,
     }
+
+
+def compute_embeddings(
+    dataset: str | Path,
+    ds: xr.Dataset,
+    net: torch.nn.Module,
+    hp: dict[str, Any],
+    *,
+    batch_size: int,
+    tokens: bool = False,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """``net.embed`` (and ``net.tokens``) of every time step: (time, F) arrays, NaN where none.
+
+    Returns (embeddings, tokens or None, number of rows embedded).
+    """
+    net = net.to(device).eval()
+    data = _inputs(dataset, ds, hp)
+    if len(data) == 0:
+        msg = f"{dataset} has no time step the backbone can embed"
+        raise SdofmError(msg)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate)
+    n_time = ds.sizes["time"]
+    emb = tok = None
+    with torch.inference_mode():
+        for x, idx in loader:
+            x = x.to(device)
+            z = net.embed(x).float().cpu().numpy()
+            if emb is None:
+                emb = np.full((n_time, z.shape[1]), np.nan, np.float32)
+            emb[idx.numpy()] = z
+            if tokens:
+                t = net.tokens(x)
+                t = (t[:, :, -1] if t.ndim == 5 else t).float().cpu().numpy()
+                if tok is None:
+                    tok = np.full((n_time, *t.shape[1:]), np.nan, np.float32)
+                tok[idx.numpy()] = t
+    return emb, tok, len(data)
 
 
 def open_embeddings(path: str | Path) -> xr.Dataset:

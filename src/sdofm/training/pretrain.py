@@ -28,9 +28,10 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
 from sdofm.dataset.loader import ResumableLoader, SDODataModule, open_dataset
+from sdofm.dataset.splits import split_intervals
 from sdofm.models import backbone_kwargs, build_backbone
 
-__all__ = ["Pretrainer", "cluster_layout", "hardware", "load_backbone", "pretrain"]
+__all__ = ["Pretrainer", "cluster_layout", "hardware", "pretrain"]
 
 
 class Pretrainer(L.LightningModule):
@@ -51,6 +52,7 @@ class Pretrainer(L.LightningModule):
         frames: int,
         spacing: int,
         dataset_hash: str,
+        pretrain_intervals: list[list[str]],
         learning_rate: float,
         weight_decay: float,
         warmup_epochs: int,
@@ -163,19 +165,6 @@ class Pretrainer(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def load_backbone(ckpt_path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a backbone from a checkpoint written by `pretrain`; returns (net, hparams)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = ckpt.get("hyper_parameters", {})
-    if "net_kwargs" not in hp:
-        msg = f"{ckpt_path} is not a checkpoint written by `sdofm pretrain`"
-        raise SdofmError(msg)
-    net = build_backbone(hp["backbone"], **hp["net_kwargs"])
-    state = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()}
-    net.load_state_dict(state)
-    return net.eval(), dict(hp)
 
 
 def cluster_layout() -> dict[str, Any]:
@@ -293,6 +282,8 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         frames=frames,
         spacing=params["frame_spacing"],
         dataset_hash=ds.attrs.get("config_hash", ""),
+        # The time ranges of the training split: a benchmark refuses test rows inside them.
+        pretrain_intervals=split_intervals(ds.time.values, ds.split.values, "train"),
         learning_rate=params["learning_rate"],
         weight_decay=params["weight_decay"],
         warmup_epochs=params["warmup_epochs"],

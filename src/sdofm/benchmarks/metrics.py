@@ -1,0 +1,195 @@
+"""Scores of predictions against the truth: one function per metric, ``(y_true, y_pred)``.
+
+Regression metrics take arrays of shape (N,) or (N, K); classification metrics take labels and
+either probabilities (``roc_auc``, ``brier``) or yes/no forecasts (``tss``, ``hss2``). Image
+metrics (``ppe``, ``pixel_correlation``, ...) take (N, P) arrays of on-disk pixels and return
+one value per image (``per_row``): the runner averages them and resamples the images.
+A `Metric` names a function, its direction and what kind of prediction it scores.
+
+Examples
+--------
+>>> import numpy as np
+>>> float(tss(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])))
+0.5
+>>> round(float(roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))), 2)
+0.75
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+__all__ = [
+    "Metric",
+    "best_threshold",
+    "brier",
+    "frac_within",
+    "hss2",
+    "mae",
+    "mape",
+    "median_rae",
+    "pearson_r",
+    "pixel_correlation",
+    "ppe",
+    "relative_absolute_error",
+    "relative_flux_difference",
+    "rmse",
+    "roc_auc",
+    "row_rmse",
+    "tss",
+]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named score. ``kind``: what the arm's prediction is, as the function receives it.
+
+    - ``"value"``: the prediction itself (regression);
+    - ``"score"``: a probability or score (ROC AUC, Brier);
+    - ``"decision"``: yes/no forecasts, the score thresholded where the task's threshold metric
+      is best on the validation rows (TSS, HSS2).
+    ``per_row``: the function returns one value per row (image), the metric is their mean.
+    """
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float | np.ndarray]
+    higher_is_better: bool
+    label: str
+    kind: str = "value"
+    per_row: bool = False
+
+
+def relative_absolute_error(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Mean |pred − truth| / |truth| per output column, in percent: (N, K) -> (K,)."""
+    return 100.0 * np.mean(np.abs(y_pred - y_true) / np.abs(y_true), axis=0)
+
+
+def median_rae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Median over outputs (EVE lines) of the relative absolute error per output (%)."""
+    return float(np.median(relative_absolute_error(y_true, y_pred)))
+
+
+def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Root-mean-square error over every element."""
+    return float(np.sqrt(skm.mean_squared_error(np.ravel(y_true), np.ravel(y_pred))))
+
+
+def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute error over every element."""
+    return float(skm.mean_absolute_error(np.ravel(y_true), np.ravel(y_pred)))
+
+
+def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean absolute percentage error, in percent."""
+    return 100.0 * float(skm.mean_absolute_percentage_error(np.ravel(y_true), np.ravel(y_pred)))
+
+
+def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Pearson correlation of the flattened arrays; NaN when either is constant."""
+    a, b = np.ravel(y_true).astype(float), np.ravel(y_pred).astype(float)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def frac_within(tolerance: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The fraction of elements with |pred − truth| < ``tolerance`` (Dos Santos et al. 2021)."""
+
+    def score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return float(np.mean(np.abs(np.asarray(y_pred) - y_true) < tolerance))
+
+    score.__name__ = f"frac_within_{tolerance:g}"
+    return score
+
+
+def _confusion(y_true: np.ndarray, yes: np.ndarray) -> tuple[int, int, int, int]:
+    """(TP, FN, FP, TN) of yes/no forecasts against outcomes."""
+    tn, fp, fn, tp = skm.confusion_matrix(
+        np.asarray(y_true, bool), np.asarray(yes, bool), labels=[False, True]
+    ).ravel()
+    return int(tp), int(fn), int(fp), int(tn)
+
+
+def tss(y_true: np.ndarray, yes: np.ndarray) -> float:
+    """True skill statistic TP/(TP+FN) − FP/(FP+TN); NaN without positives or negatives."""
+    tp, fn, fp, tn = _confusion(y_true, yes)
+    if tp + fn == 0 or fp + tn == 0:
+        return float("nan")
+    return tp / (tp + fn) - fp / (fp + tn)
+
+
+def hss2(y_true: np.ndarray, yes: np.ndarray) -> float:
+    """Heidke skill score 2(TP·TN − FN·FP) / ((TP+FN)(FN+TN) + (TP+FP)(FP+TN)); NaN if 0/0."""
+    tp, fn, fp, tn = _confusion(y_true, yes)
+    den = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
+    return 2.0 * (tp * tn - fn * fp) / den if den else float("nan")
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (ties count half); NaN with a single outcome class."""
+    y = np.asarray(y_true, bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(skm.roc_auc_score(y, score))
+
+
+def brier(y_true: np.ndarray, prob: np.ndarray) -> float:
+    """Brier score: mean squared difference of probability and outcome (0 is perfect)."""
+    return float(skm.brier_score_loss(np.asarray(y_true, bool), np.clip(prob, 0.0, 1.0)))
+
+
+def best_threshold(y_true: np.ndarray, score: np.ndarray, metric: Callable = tss) -> float:
+    """The threshold (forecast yes where score >= it) maximising ``metric`` on (y, score).
+
+    Candidates are midpoints between consecutive distinct scores, plus one below all ("always")
+    and one above all ("never"). Ties go to the highest threshold (fewest false alarms). NaN
+    when ``metric`` is undefined everywhere (one outcome class).
+    """
+    u = np.unique(np.asarray(score, float))
+    if len(u) == 0:
+        return float("nan")
+    cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2, [u[-1] + 1.0]])
+    values = np.array([metric(y_true, score >= c) for c in cand], float)
+    if not np.isfinite(values).any():
+        return float("nan")
+    best = np.flatnonzero(values >= np.nanmax(values) - 1e-12)
+    return float(cand[best[-1]])
+
+
+# Image metrics: (N, P) on-disk pixels -> one value per image.
+
+
+def ppe(tolerance: float) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Per image, the fraction of pixels with |pred − truth| / |truth| below ``tolerance``."""
+
+    def score(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.abs(y_pred - y_true) / np.abs(y_true)  # a zero-truth pixel is a miss
+        return (rel < tolerance).mean(axis=1)
+
+    score.__name__ = f"ppe{round(100 * tolerance)}"
+    return score
+
+
+def pixel_correlation(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per image, the Pearson correlation over pixels (NaN when either image is constant)."""
+    t = y_true - y_true.mean(axis=1, keepdims=True)
+    p = y_pred - y_pred.mean(axis=1, keepdims=True)
+    den = np.sqrt((t**2).sum(axis=1) * (p**2).sum(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, (t * p).sum(axis=1) / den, np.nan)
+
+
+def row_rmse(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per image, the root-mean-square error over pixels."""
+    return np.sqrt(((y_pred - y_true) ** 2).mean(axis=1))
+
+
+def relative_flux_difference(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per image, |Σpred − Σtruth| / Σtruth: the error of the total (disk-integrated) flux."""
+    total = y_true.sum(axis=1)
+    return np.abs(y_pred.sum(axis=1) - total) / np.abs(total)

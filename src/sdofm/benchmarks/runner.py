@@ -1,0 +1,291 @@
+"""The benchmark runner: one protocol for every task.
+
+A task module says what is predicted (`Samples`: targets, times and split of each sample),
+by which arms (`Arm`: a function that trains on the training rows and returns a predictor),
+and how it is scored (a list of `Metric`). The runner does the rest the same way for every task:
+
+1. checks the split's buffers and that the backbone never saw a test row;
+2. adds the foundation-model head and its **random-init control** (same architecture and head,
+   untrained weights) from the task's `fm_arm`;
+3. chooses each trained arm's settings from the protocol grid on the validation rows (seed 0),
+   then trains every seed; thresholds of yes/no metrics are chosen on validation too;
+4. scores every arm on the test rows: the mean over seeds, with a circular block bootstrap whose
+   resamples also draw a seed, and the paired difference FM head − each arm;
+5. writes predictions.csv, samples.nc (the task's figure data) and, last, metrics.json.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from sdofm import SdofmError
+from sdofm.benchmarks import protocol as pr
+from sdofm.benchmarks import scoring
+from sdofm.benchmarks.inputs import Backbone, Context, TaskInputs
+from sdofm.benchmarks.metrics import Metric, best_threshold
+from sdofm.benchmarks.result import Result, provenance, write_json
+from sdofm.io import atomic_output
+
+__all__ = ["Arm", "Samples", "Task", "TaskInputs", "run_task"]
+
+KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Samples:
+    """What a task predicts: one entry per sample (a time step, a day, a dimmed image, ...).
+
+    ``split`` is train/val/test, or ``extra`` for rows predicted but not scored (the virtual
+    instrument after MEGS-A); anything else is ignored. ``y`` holds the targets (NaN-free on
+    the scored rows); ``outputs`` names the columns of a 2-D target for predictions.csv
+    (None: the target is not written, e.g. images).
+    """
+
+    times: np.ndarray
+    split: np.ndarray
+    y: np.ndarray
+    unit: str = "time steps"
+    outputs: list[str] | None = None
+    rows: np.ndarray | None = None  # store row of each sample, where a task needs it
+
+    def where(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+
+@dataclass
+class Arm:
+    """One compared model. ``train(fit)`` returns a predictor of sample rows.
+
+    ``seeded``: trained from a random initialisation (once per protocol seed); otherwise one
+    deterministic fit. ``tuned``: its settings come from the protocol grid.
+    """
+
+    kind: str
+    description: str
+    train: Callable[[Fit], Predictor]
+    seeded: bool = True
+    tuned: bool = True
+
+
+@dataclass
+class Fit:
+    """What an arm's ``train`` receives: the rows to learn from, the seed, the device, settings."""
+
+    rows: dict[str, np.ndarray]
+    y: np.ndarray
+    seed: int
+    device: torch.device
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def kwargs(self, **defaults: Any) -> dict[str, Any]:
+        """Keyword arguments for `heads.fit`: the task's defaults, then the grid's settings."""
+        return defaults | self.settings | {"seed": self.seed, "device": self.device}
+
+    def targets(self, split: str) -> torch.Tensor:
+        y = torch.as_tensor(self.y[self.rows[split]], dtype=torch.float32)
+        return y[:, None] if y.ndim == 1 else y
+
+
+class Task:
+    """Base of a task module's class: override `samples`, `arms` and `fm_arm`."""
+
+    name = ""
+    title = ""
+    description = ""
+    metrics: tuple[Metric, ...] = ()
+    headline = ""
+    threshold_metric: str | None = None  # yes/no metrics: threshold maximising it on val
+    published_anchor: dict[str, Any] | None = None
+    folds = 1
+
+    def __init__(self, ctx: Context):
+        self.ctx, self.params = ctx, ctx.params
+
+    def samples(self) -> Samples:
+        raise NotImplementedError
+
+    def fm_arm(self, backbone: Backbone) -> Arm:
+        raise NotImplementedError
+
+    def arms(self, samples: Samples) -> dict[str, Arm]:
+        raise NotImplementedError
+
+    def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        """Task-specific results for metrics.json's ``extra`` (none by default)."""
+        return {}
+
+    def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
+        """Data for the report's figures, written to samples.nc (empty by default)."""
+        return xr.Dataset()
+
+
+def log(message: str) -> None:
+    """A progress line in the job log (flushed, so `tail -f` follows it)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, params: dict) -> dict:
+    """Run one task under the protocol; write its outputs to ``out_dir``; return metrics.json."""
+    ctx = Context.open(inputs, params)
+    task, proto = task_cls(ctx), ctx.protocol
+    pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, proto.buffer_days)
+    samples = task.samples()
+    for s in ("train", "val", "test"):
+        if len(samples.where(s)) < 2:
+            msg = f"{task.name}: the {s} split has {len(samples.where(s))} usable {samples.unit}"
+            raise SdofmError(msg)
+    test_times = samples.times[samples.where("test")]
+    pr.check_pretraining(test_times, ctx.pretraining_intervals, str(inputs.checkpoint))
+    arms = {"fm_head": task.fm_arm(ctx.pretrained), "random_init": task.fm_arm(ctx.random_init)}
+    arms["random_init"].kind = "control"
+    arms["random_init"].description += " (control: the same network with untrained weights)"
+    arms |= task.arms(samples)
+    preds, chosen = {}, {}
+    for name, arm in arms.items():
+        if arm.kind not in KINDS:
+            msg = f"{task.name}: arm {name} has kind {arm.kind!r}, not one of {KINDS}"
+            raise SdofmError(msg)
+        preds[name], chosen[name] = _train_arm(task, name, arm, samples, proto, ctx.device)
+    log(f"{task.name}: scoring {len(arms)} arms, {proto.bootstrap} block-bootstrap resamples")
+    scores = scoring.score(task, samples, preds, proto)
+    result = _result(task, samples, arms, chosen, scores, ctx)
+    result.extra = task.extra(samples, preds)
+    data = result.to_json()  # validated before anything is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out_dir / "samples.nc") as tmp:
+        task.figures(samples, preds).to_netcdf(tmp, engine="h5netcdf")
+    with atomic_output(out_dir / "predictions.csv") as tmp:
+        scoring.predictions_table(samples, preds, scores["thresholds"]).to_csv(tmp, index=False)
+    write_json(data, out_dir / "metrics.json")  # last: Snakemake's sign the task is done
+    return data
+
+
+def _train_arm(task, name, arm, samples, proto, device):
+    """Predictions of every seed on every sample row (NaN on train rows), and chosen settings."""
+    rows = {s: samples.where(s) for s in ("train", "val")}
+    predict_rows = np.flatnonzero(np.isin(samples.split, ["val", "test", "extra"]))
+    seeds = proto.seeds if arm.seeded else proto.seeds[:1]
+    points = proto.grid_points() if arm.tuned and arm.seeded else [{}]
+
+    def run(seed: int, settings: dict) -> np.ndarray:
+        log(f"{task.name}: {name} seed {seed} {settings or ''}".rstrip())
+        fit = Fit(rows, samples.y, seed, device, settings)
+        predictor = arm.train(fit)
+        out = np.full((len(samples.split), *np.shape(samples.y)[1:]), np.nan)
+        out[predict_rows] = np.asarray(predictor(predict_rows), float).reshape(
+            len(predict_rows), *np.shape(samples.y)[1:]
+        )
+        return out
+
+    first = {}
+    if len(points) > 1:
+        val = rows["val"]
+        pr.check_choice_rows(val, samples.split, f"{name}'s settings")
+        for k, point in enumerate(points):
+            first[k] = run(seeds[0], point)
+        k_best = _best_on_validation(task, samples, [first[k] for k in range(len(points))])
+        setting, seed0 = points[k_best], first[k_best]
+    else:
+        setting, seed0 = points[0], None
+    out = [seed0 if seed0 is not None else run(seeds[0], setting)]
+    out += [run(s, setting) for s in seeds[1:]]
+    return out, setting
+
+
+def _best_on_validation(task, samples, candidates) -> int:
+    """Index of the candidate predictions with the best headline metric on validation rows."""
+    metric = next(m for m in task.metrics if m.name == task.headline)
+    val = samples.where("val")
+    values = []
+    for pred in candidates:
+        p = pred[val]
+        if metric.kind == "decision":
+            th = best_threshold(samples.y[val], p, _threshold_fn(task))
+            p = p >= th
+        v = metric.fn(samples.y[val], p)
+        values.append(float(np.nanmean(v)) if metric.per_row else float(v))
+    values = np.where(np.isfinite(values), values, -np.inf if metric.higher_is_better else np.inf)
+    return int(np.argmax(values) if metric.higher_is_better else np.argmin(values))
+
+
+def _threshold_fn(task):
+    return next(m.fn for m in task.metrics if m.name == task.threshold_metric)
+
+
+def _result(task, samples, arms, chosen, scores, ctx) -> Result:
+    """metrics.json's content, less the task's extra."""
+    proto = ctx.protocol
+    head = next(m for m in task.metrics if m.name == task.headline)
+    arm_est, diffs = scoring.estimates(task, scores["groups"]["all"], proto.level)
+    entries = {
+        name: {
+            "kind": arm.kind,
+            "description": arm.description,
+            "seeds": len(arm_est[name][head.name]["per_seed"]),
+            "chosen": chosen[name],
+            "metrics": arm_est[name],
+        }
+        for name, arm in arms.items()
+    }
+    for group, data in scores["groups"].items():
+        if group != "all":
+            fold_est, _ = scoring.estimates(task, data, proto.level)
+            for name in entries:
+                entries[name].setdefault("folds", {})[group] = fold_est[name]
+    verdicts = [
+        f"FM head vs {name} ({arms[name].kind}) on {head.label}: {d[head.name]['verdict']}"
+        for name, d in diffs.items()
+    ]
+    ranges = {}
+    for s in ("train", "val", "test"):
+        t = samples.times[samples.where(s)]
+        ranges[s] = [str(np.min(t)), str(np.max(t))]
+    return Result(
+        task=task.name,
+        title=task.title,
+        description=task.description,
+        headline={
+            "metric": head.name,
+            "label": head.label,
+            "higher_is_better": head.higher_is_better,
+        },
+        metrics={
+            m.name: {"label": m.label, "higher_is_better": m.higher_is_better, "kind": m.kind}
+            for m in task.metrics
+        },
+        split={s: len(samples.where(s)) for s in ("train", "val", "test")}
+        | {"unit": samples.unit, "ranges": ranges},
+        protocol={
+            "seeds": list(proto.seeds),
+            "bootstrap": proto.bootstrap,
+            "block_days": proto.block_days,
+            "block_rows": scores["block_rows"],
+            "buffer_days": proto.buffer_days,
+            "level": proto.level,
+            "grid": proto.grid,
+            "device": str(ctx.device),
+            "folds": task.folds,
+            "pretraining_intervals": ctx.pretraining_intervals,
+            "iid_ci_width_ratio": scores["iid_ratio"],
+        },
+        arms=entries,
+        differences=diffs,
+        verdicts=verdicts,
+        published_anchor=task.published_anchor,
+        provenance=provenance(
+            ctx.raw_params,
+            checkpoint=ctx.inputs.checkpoint,
+            embeddings_sha=ctx.embeddings_sha,
+        ),
+    )

@@ -1,0 +1,46 @@
+"""Rebuild a backbone from a checkpoint written by `sdofm pretrain`, loading tensors only."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sdofm import SdofmError
+from sdofm.models import build_backbone
+
+__all__ = ["load_backbone", "random_backbone"]
+
+
+def _read(ckpt_path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, with ``weights_only=True``: a crafted file cannot run code."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        msg = f"{ckpt_path} is not a checkpoint this package can load safely ({first})"
+        raise SdofmError(msg) from None
+    if not isinstance(ckpt, dict) or "net_kwargs" not in ckpt.get("hyper_parameters", {}):
+        msg = f"{ckpt_path} is not a checkpoint written by `sdofm pretrain`"
+        raise SdofmError(msg)
+    return ckpt
+
+
+def load_backbone(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The pretrained backbone of a checkpoint, in eval mode, and its hyper-parameters."""
+    ckpt = _read(ckpt_path)
+    hp = dict(ckpt["hyper_parameters"])
+    net = build_backbone(hp["backbone"], **hp["net_kwargs"])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()})
+    return net.eval(), hp
+
+
+def random_backbone(hp: dict[str, Any], *, seed: int) -> nn.Module:
+    """The same architecture as a checkpoint's backbone with untrained (seeded) weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = build_backbone(hp["backbone"], **hp["net_kwargs"])
+    return net.eval()

@@ -1,0 +1,104 @@
+"""How reports show a task's result: one formatting helper every notebook imports.
+
+Examples
+--------
+>>> fmt({"value": 1.2345, "ci": [1.0, 1.5]})
+'1.23 [1, 1.5]'
+>>> fmt(None)
+'-'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["KIND_ORDER", "arms_table", "differences_table", "fmt", "headline", "verdict_sentence"]
+
+KIND_ORDER = ("fm", "control", "paper", "persistence", "trivial", "oracle")
+KIND_LABEL = {
+    "fm": "foundation model",
+    "control": "random-init control",
+    "paper": "paper's baseline",
+    "persistence": "persistence",
+    "trivial": "trivial",
+    "oracle": "oracle ceiling (synthetic truth)",
+}
+
+
+def fmt(entry: dict[str, Any] | None, digits: int = 3) -> str:
+    """``value [lo, hi]`` of an estimate, ``-`` where there is none."""
+    if not entry or entry.get("value") is None:
+        return "-"
+    out = f"{entry['value']:.{digits}g}"
+    lo, hi = entry.get("ci") or (None, None)
+    if lo is not None and hi is not None:
+        out += f" [{lo:.{digits}g}, {hi:.{digits}g}]"
+    return out
+
+
+def _ordered(result: dict[str, Any]) -> list[str]:
+    arms = result["arms"]
+    return sorted(arms, key=lambda a: (KIND_ORDER.index(arms[a]["kind"]), a))
+
+
+def arms_table(result: dict[str, Any], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Every arm (rows, foundation model first) by metric, as ``value [interval]`` strings."""
+    names = metrics or list(result["metrics"])
+    rows = []
+    for arm in _ordered(result):
+        info = result["arms"][arm]
+        row = {"arm": arm, "kind": KIND_LABEL[info["kind"]]}
+        for m in names:
+            arrow = "↑" if result["metrics"][m]["higher_is_better"] else "↓"
+            row[f"{result['metrics'][m]['label']} {arrow}"] = fmt(info["metrics"].get(m))
+        row["what it is"] = info["description"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("arm")
+
+
+def differences_table(result: dict[str, Any], metrics: list[str] | None = None) -> pd.DataFrame:
+    """FM head minus every other arm, per metric, with the verdict each interval supports."""
+    names = metrics or [result["headline"]["metric"]]
+    rows = []
+    for arm in _ordered(result):
+        if arm not in result["differences"]:
+            continue
+        row = {"FM head minus": arm, "kind": KIND_LABEL[result["arms"][arm]["kind"]]}
+        for m in names:
+            d = result["differences"][arm][m]
+            row[result["metrics"][m]["label"]] = fmt(d)
+            row[f"verdict ({m})"] = d["verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("FM head minus")
+
+
+def headline(result: dict[str, Any], arm: str) -> dict[str, Any] | None:
+    """The headline estimate of one arm (None if the task has no such arm)."""
+    info = result["arms"].get(arm)
+    return None if info is None else info["metrics"].get(result["headline"]["metric"])
+
+
+def verdict_sentence(result: dict[str, Any]) -> str:
+    """One sentence per comparison of the FM head on the headline metric, losses included."""
+    metric = result["headline"]["metric"]
+    label = result["headline"]["label"]
+    parts = []
+    for arm in _ordered(result):
+        d = result["differences"].get(arm, {}).get(metric)
+        if d is None:
+            continue
+        what = {
+            "FM better": "better than",
+            "FM worse": "worse than",
+            "not distinguishable": "not distinguishable from",
+            "undefined": "not comparable with",
+        }[d["verdict"]]
+        parts.append(f"{what} {arm} ({KIND_LABEL[result['arms'][arm]['kind']]}, {fmt(d)})")
+    unit = result["protocol"]
+    return (
+        f"On {label}, the FM head is " + "; ".join(parts) + ". Intervals: "
+        f"{100 * unit['level']:.0f} % circular block bootstrap ({unit['block_days']:g}-day blocks) "
+        f"over test time with a seed drawn per resample ({len(unit['seeds'])} seeds)."
+    )
