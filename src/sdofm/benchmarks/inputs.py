@@ -1,4 +1,4 @@
-"""What a task reads: the ML-ready store, the embeddings, the pretrained and random-init backbone."""
+"""What a task reads: the ML-ready store, its embeddings, the pretrained and random backbone."""
 
 from __future__ import annotations
 

@@ -139,12 +139,18 @@ def test_folds(times: np.ndarray, test_rows: np.ndarray, folds: int) -> np.ndarr
 
 
 def block_length(times: np.ndarray, block_days: float) -> int:
-    """Rows per block: ``block_days`` at the median spacing of the (sorted) times."""
-    t = np.sort(pd.DatetimeIndex(times).asi8)
-    if len(t) < 2:
+    """Rows per block: ``block_days`` at the median spacing of the distinct (sorted) times.
+
+    Samples that share a time (several draws of one time step) count in proportion.
+    """
+    t = pd.DatetimeIndex(times).asi8
+    distinct = np.unique(t)
+    if len(distinct) < 2:
         return 1
-    step = float(np.median(np.diff(t))) or 1.0
-    return int(np.clip(round(pd.Timedelta(days=block_days).value / step), 1, len(t)))
+    step = float(np.median(np.diff(distinct)))
+    per_time = len(t) / len(distinct)
+    rows = pd.Timedelta(days=block_days).value / step * per_time
+    return int(np.clip(round(rows), 1, len(t)))
 
 
 def block_resamples(
