@@ -62,6 +62,11 @@ class Protocol:
         return points
 
 
+def _ns(times: np.ndarray) -> np.ndarray:
+    """Times as int64 nanoseconds, whatever their resolution."""
+    return pd.DatetimeIndex(times).as_unit("ns").asi8
+
+
 def _intervals_text(intervals: Sequence[Sequence[str]]) -> str:
     return ", ".join(f"{a[:10]}..{b[:10]}" for a, b in intervals)
 
@@ -71,19 +76,19 @@ def check_split_buffers(times: np.ndarray, split: np.ndarray, buffer_days: float
 
     Checked in both directions, so a training tail after the test period counts too.
     """
-    t = pd.DatetimeIndex(times)
-    train = np.sort(t[split == "train"].asi8)
+    t = _ns(times)
+    train = np.sort(t[split == "train"])
     if not len(train):
         return
     buffer = pd.Timedelta(days=buffer_days).value
     for other in ("val", "test"):
-        held = t[split == other].asi8
+        held = t[split == other]
         if not len(held):
             continue
-        pos = np.clip(np.searchsorted(train, held), 1, len(train)) - 1
-        gap = np.minimum(
-            np.abs(held - train[pos]), np.abs(train[np.clip(pos + 1, 0, len(train) - 1)] - held)
-        )
+        pos = np.searchsorted(train, held)
+        before = train[np.clip(pos - 1, 0, len(train) - 1)]
+        after = train[np.clip(pos, 0, len(train) - 1)]
+        gap = np.minimum(np.abs(held - before), np.abs(after - held))
         k = int(np.argmin(gap))
         if gap[k] < buffer:
             days = gap[k] / pd.Timedelta(days=1).value
@@ -133,7 +138,7 @@ def test_folds(times: np.ndarray, test_rows: np.ndarray, folds: int) -> np.ndarr
     Folds nested in the store's split: every fold's models train on the training split and
     choose on the validation split; each fold scores one contiguous segment of the test split.
     """
-    t = pd.DatetimeIndex(times[test_rows]).asi8
+    t = _ns(times[test_rows])
     edges = np.linspace(t.min(), t.max(), folds + 1)
     return np.clip(np.searchsorted(edges, t, side="right"), 1, folds)
 
@@ -143,7 +148,7 @@ def block_length(times: np.ndarray, block_days: float) -> int:
 
     Samples that share a time (several draws of one time step) count in proportion.
     """
-    t = pd.DatetimeIndex(times).asi8
+    t = _ns(times)
     distinct = np.unique(t)
     if len(distinct) < 2:
         return 1
@@ -163,7 +168,7 @@ def block_resamples(
     Blocks of a day or more keep the autocorrelation of per-step errors inside each block, so
     the interval is not the too-narrow iid one.
     """
-    order = np.argsort(pd.DatetimeIndex(times).asi8, kind="stable")
+    order = np.argsort(_ns(times), kind="stable")
     n = len(order)
     length = block_length(times, block_days)
     n_blocks = -(-n // length)
