@@ -122,6 +122,24 @@ def events(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
 @pytest.fixture(scope="session")
 def task_inputs(dataset, embeddings, checkpoint, events, synthetic_mirror):
     """Everything a benchmark task reads, for the tiny configuration."""
-    from sdofm.benchmarks.common import TaskInputs
+    from sdofm.benchmarks.runner import TaskInputs
 
     return TaskInputs(dataset, embeddings, checkpoint, events, synthetic_mirror / "ground_truth")
+
+
+def run_tiny_task(task: str, tiny_config: dict, task_inputs, out, **changes):
+    """Run one benchmark task under the tiny config's protocol; returns metrics.json's content."""
+    from sdofm.benchmarks import TASKS
+    from sdofm.benchmarks.runner import run_task
+    from sdofm.config import validate_block
+
+    params = validate_block(copy.deepcopy(tiny_config["benchmarks"][task]), "benchmarks", task)
+    protocol = copy.deepcopy(tiny_config["protocol"]) | changes.pop("protocol", {})
+    return run_task(TASKS[task], task_inputs, out, params | changes | {"protocol": protocol})
+
+
+@pytest.fixture(scope="session")
+def virtual_eve_run(tmp_path_factory, tiny_config, task_inputs):
+    """virtual_eve run once on the tiny backbone: (metrics.json content, output folder)."""
+    out = tmp_path_factory.mktemp("virtual_eve")
+    return run_tiny_task("virtual_eve", tiny_config, task_inputs, out), out

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sdofm.benchmarks.result import read_result
+
 from tests.conftest import ROOT, TINY, snakemake_command
 
 pytestmark = pytest.mark.workflow
@@ -33,6 +35,7 @@ def _tiny_with(tmp_path: Path, **blocks) -> Path:
 
 
 TASKS = sorted(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["benchmarks"])
+assert TASKS == sorted(__import__("sdofm.benchmarks").benchmarks.TASKS), "config and registry"
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,6 @@ def test_every_report_is_built_with_every_stage(finished_run):
             o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"
         ]
         assert not errors, task
-        metrics = json.loads((results / task / "metrics.json").read_text())
-        assert "fm_head" in metrics["models"] and metrics["headline"]["metric"], task
     summary = (results / "summary" / "report.html").read_text()
     for task in TASKS:
         assert f'href="../{task}/report.html"' in summary
@@ -109,6 +110,26 @@ def test_snakemake_report(finished_run):
     assert sum(n.endswith("report.html") for n in names) == len(TASKS) + 2  # + summary, index
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_task_contract(finished_run, task):
+    """Every task: metrics.json follows the schema, the protocol's arms are there, the report
+    reads only declared outputs (deleting one makes Snakemake rerun the task)."""
+    result = read_result(finished_run / "results" / task / "metrics.json")
+    kinds = {a["kind"] for a in result["arms"].values()}
+    assert {"fm", "control", "paper"} <= kinds and kinds & {"trivial", "persistence"}, kinds
+    assert result["arms"]["random_init"]["kind"] == "control"
+    assert len(result["protocol"]["seeds"]) >= 3
+    assert set(result["differences"]) == set(result["arms"]) - {"fm_head"}
+    for name in ("predictions.csv", "samples.nc"):
+        path = finished_run / "results" / task / name
+        moved = path.rename(path.with_suffix(".bak"))
+        try:
+            run = snakemake(finished_run, "-n", f"results/{task}/report.html")
+            assert f"task={task}" in run.stdout + run.stderr, (task, name)
+        finally:
+            moved.rename(path)
+
+
 def test_second_run_has_nothing_to_do(finished_run):
     run = snakemake(finished_run, "-n", "all")
     assert run.returncode == 0
@@ -118,7 +139,7 @@ def test_second_run_has_nothing_to_do(finished_run):
 def test_benchmark_config_change_reruns_only_that_task(finished_run, tmp_path):
     config = _tiny_with(
         tmp_path,
-        benchmarks={"virtual_eve": {"max_epochs": 41, "baseline_cnn_epochs": 2, "bootstrap": 50}},
+        benchmarks={"virtual_eve": {"max_epochs": 41, "baseline_cnn_epochs": 2}},
     )
     run = snakemake(finished_run, "-n", "all", configfile=config)
     out = run.stdout + run.stderr

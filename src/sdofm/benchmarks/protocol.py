@@ -28,6 +28,7 @@ __all__ = [
     "check_choice_rows",
     "check_pretraining",
     "check_split_buffers",
+    "label_subset",
     "test_folds",
 ]
 
@@ -175,3 +176,18 @@ def block_resamples(
     for _ in range(resamples):
         starts = rng.integers(0, n, n_blocks)
         yield order[((starts[:, None] + np.arange(length)[None]) % n).ravel()[:n]]
+
+
+def label_subset(train_rows: np.ndarray, percent: float, repeat: int, repeats: int) -> np.ndarray:
+    """A contiguous block of ``percent`` % of the training rows (in time order) for one repeat.
+
+    Repeats start at evenly spaced places of the training period, so each sees another stretch
+    of the activity; contiguous blocks, not scattered rows, because neighbouring time steps
+    carry nearly the same information and k scattered labels would overstate what k labels buy.
+    """
+    n = len(train_rows)
+    k = max(2, int(np.ceil(n * percent / 100.0)))
+    if k >= n:
+        return np.asarray(train_rows)
+    start = int(round(repeat * (n - k) / max(repeats - 1, 1)))
+    return np.asarray(train_rows)[start : start + k]

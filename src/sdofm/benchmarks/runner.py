@@ -107,6 +107,7 @@ class Task:
     threshold_metric: str | None = None  # yes/no metrics: threshold maximising it on val
     published_anchor: dict[str, Any] | None = None
     folds = 1
+    fractions: tuple[float, ...] = ()  # label-efficiency curve: % of the training labels
 
     def __init__(self, ctx: Context):
         self.ctx, self.params = ctx, ctx.params
@@ -160,6 +161,13 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
     scores = scoring.score(task, samples, preds, proto)
     result = _result(task, samples, arms, chosen, scores, ctx)
     result.extra = task.extra(samples, preds)
+    if task.fractions:
+        result.extra["curves"] = _curves(task, samples, arms, proto, ctx.device)
+        result.extra["curves"]["100"] = {
+            "n_train": result.split["train"],
+            "arms": {a: v["metrics"] for a, v in result.arms.items()},
+            "differences": result.differences,
+        }
     data = result.to_json()  # validated before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,36 +179,55 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
     return data
 
 
-def _train_arm(task, name, arm, samples, proto, device):
-    """Predictions of every seed on every sample row (NaN on train rows), and chosen settings."""
-    rows = {s: samples.where(s) for s in ("train", "val")}
+def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
+    """Predictions of every seed on every sample row (NaN on train rows), and chosen settings.
+
+    Below 100 % of the labels each seed trains on its own contiguous block of the training rows
+    (`protocol.label_subset`), so every arm, deterministic ones included, runs once per seed.
+    """
+    train, val = samples.where("train"), samples.where("val")
     predict_rows = np.flatnonzero(np.isin(samples.split, ["val", "test", "extra"]))
-    seeds = proto.seeds if arm.seeded else proto.seeds[:1]
+    subset = percent < 100
+    seeds = proto.seeds if arm.seeded or subset else proto.seeds[:1]
     points = proto.grid_points() if arm.tuned and arm.seeded else [{}]
 
     def run(seed: int, settings: dict) -> np.ndarray:
-        log(f"{task.name}: {name} seed {seed} {settings or ''}".rstrip())
-        fit = Fit(rows, samples.y, seed, device, settings)
-        predictor = arm.train(fit)
+        k = proto.seeds.index(seed)
+        rows = {"train": pr.label_subset(train, percent, k, len(seeds)), "val": val}
+        log(f"{task.name}: {name} seed {seed} {percent:g} % {settings or ''}".rstrip())
+        predictor = arm.train(Fit(rows, samples.y, seed, device, settings))
         out = np.full((len(samples.split), *np.shape(samples.y)[1:]), np.nan)
         out[predict_rows] = np.asarray(predictor(predict_rows), float).reshape(
             len(predict_rows), *np.shape(samples.y)[1:]
         )
         return out
 
-    first = {}
+    seed0 = None
+    setting = points[0]
     if len(points) > 1:
-        val = rows["val"]
         pr.check_choice_rows(val, samples.split, f"{name}'s settings")
-        for k, point in enumerate(points):
-            first[k] = run(seeds[0], point)
-        k_best = _best_on_validation(task, samples, [first[k] for k in range(len(points))])
+        first = [run(seeds[0], point) for point in points]
+        k_best = _best_on_validation(task, samples, first)
         setting, seed0 = points[k_best], first[k_best]
-    else:
-        setting, seed0 = points[0], None
     out = [seed0 if seed0 is not None else run(seeds[0], setting)]
     out += [run(s, setting) for s in seeds[1:]]
     return out, setting
+
+
+def _curves(task, samples, arms, proto, device) -> dict[str, Any]:
+    """Every arm at each fraction of the training labels (`Task.fractions`), under the protocol."""
+    curves = {}
+    for percent in task.fractions:
+        if percent >= 100:
+            continue
+        preds = {
+            n: _train_arm(task, n, a, samples, proto, device, percent)[0] for n, a in arms.items()
+        }
+        group = scoring.score(task, samples, preds, proto)["groups"]["all"]
+        est, diffs = scoring.estimates(task, group, proto.level)
+        n = len(pr.label_subset(samples.where("train"), percent, 0, len(proto.seeds)))
+        curves[f"{percent:g}"] = {"n_train": n, "arms": est, "differences": diffs}
+    return curves
 
 
 def _best_on_validation(task, samples, candidates) -> int:
