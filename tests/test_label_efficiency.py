@@ -24,7 +24,8 @@ def curves_run(tmp_path_factory, tiny_config, task_inputs):
 
 def test_every_arm_at_every_fraction(curves_run, tiny_config):
     curves = curves_run["extra"]["curves"]
-    percents = [f"{p:g}" for p in tiny_config["benchmarks"]["label_efficiency"]["fractions_percent"]]
+    fractions = tiny_config["benchmarks"]["label_efficiency"]["fractions_percent"]
+    percents = [f"{p:g}" for p in fractions]
     assert sorted(curves, key=float) == percents
     arms = {"fm_head", "random_init", "ridge_channel_stats", "cnn_from_scratch", "climatology"}
     assert set(curves_run["arms"]) == arms
@@ -44,6 +45,7 @@ def test_every_arm_at_every_fraction(curves_run, tiny_config):
 def test_the_classical_model_is_a_real_opponent(curves_run):
     """Ridge on channel statistics beats climatology: the FM head has a strong arm to beat."""
     arms = curves_run["arms"]
-    assert arms["ridge_channel_stats"]["metrics"]["median_rae"]["value"] < (
-        arms["climatology"]["metrics"]["median_rae"]["value"]
+    assert (
+        arms["ridge_channel_stats"]["metrics"]["median_rae"]["value"]
+        < (arms["climatology"]["metrics"]["median_rae"]["value"])
     )
