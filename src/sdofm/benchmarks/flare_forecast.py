@@ -96,8 +96,8 @@ class FlareForecast(Task):
         split = np.where(usable, ds.split.values.astype(str), "none")
         for s in ("train", "val"):
             if not y[split == s].any():
-                msg = f"flare_forecast: no flare >= {cls} within {self.horizon} of a {s} row"
-                raise SdofmError(msg + ": nothing to learn or choose a threshold from")
+                msg = f"flare_forecast: no flare >= {cls} within {p['horizon_hours']:g} h of a "
+                raise SdofmError(msg + f"{s} row: nothing to learn or choose a threshold from")
         self.ahead = largest_flare_ahead(self.flares, times, self.horizon, cls)
         return Samples(times, split, y.astype(float), rows=np.arange(len(times)))
 
@@ -155,7 +155,7 @@ class FlareForecast(Task):
             xrs = read_goes_xrs(self.ctx.inputs.event_file("goes_xrs.csv"))
             peak = goes_persistence(xrs, samples.times, self.horizon)
             score = np.log10(np.where(np.isfinite(peak), peak, np.nanmin(peak)))[:, None]
-            self.goes_note = "from goes_xrs.csv (no measurement yet: the lowest flux seen)"
+            self.goes_note = "from goes_xrs.csv (before its first sample: its lowest flux)"
 
             def goes(f):
                 fit_ = LogisticRegression(C=1e6).fit(score[f.rows["train"]], f.y[f.rows["train"]])
