@@ -54,7 +54,7 @@ class F107(Task):
     }
 
     def samples(self) -> Samples:
-        ds, p = self.ctx.ds, self.params
+        ds, p, self.alpha = self.ctx.ds, self.params, {}
         need = ["Bz"] if p["hmi_field"] == "bz" else ["Bx", "By", "Bz"]
         if not set(need) <= set(self.ctx.channels):
             msg = f"f107: hmi_field {p['hmi_field']!r} needs HMI {need}; the store has "
@@ -93,8 +93,6 @@ class F107(Task):
         return train
 
     def fm_arm(self, backbone) -> Arm:
-        self.alpha: dict[str, float] = getattr(self, "alpha", {})
-
         def embeddings():
             return self._daily(np.nan_to_num(backbone.embeddings))
 
