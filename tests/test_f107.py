@@ -9,13 +9,14 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sdofm import SdofmError
 from sdofm.benchmarks.baselines import disk_features
 from sdofm.benchmarks.f107 import F107
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.result import validate_result
-from sdofm.benchmarks.runner import TaskInputs, run_task
+from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
 from sdofm.config import validate_block
 from sdofm.dataset.loader import disk_mask, open_dataset
 from sdofm.reports.render import render_report
@@ -122,7 +123,7 @@ def test_planted_value_and_day_means(tmp_path, tiny_config, task_inputs):
     day_steps = np.flatnonzero(task.usable & (task.day == s.times[d]))
     np.testing.assert_allclose(task._daily(emb)[d], emb[day_steps].mean(axis=0))
     # The FM ridge and the paper ridge are unchanged by the test target: choices use train/val.
-    fits = [_Fit(x) for x in (s, s2)]
+    fits = [_fit(x) for x in (s, s2)]
     for name in ("paper",):
         a, b = (
             t.arms(x)[name].train(f) for t, x, f in ((task, s, fits[0]), (planted, s2, fits[1]))
@@ -130,14 +131,11 @@ def test_planted_value_and_day_means(tmp_path, tiny_config, task_inputs):
         np.testing.assert_allclose(a(s.where("test")), b(s.where("test")))
     a, b = (t.fm_arm(t.ctx.pretrained).train(f) for t, f in ((task, fits[0]), (planted, fits[1])))
     np.testing.assert_allclose(a(s.where("test")), b(s.where("test")))
-
-
-class _Fit:
-    """What the closed-form arms read of runner.Fit."""
-
-    def __init__(self, samples):
-        self.y = samples.y
-        self.rows = {k: samples.where(k) for k in ("train", "val")}
+    task.params["head"] = "mlp"  # the MLP head: seeded, grid-tuned, one prediction per day
+    arm = task.fm_arm(task.ctx.pretrained)
+    pred = arm.train(fits[0])(s.where("test"))
+    assert arm.seeded and arm.tuned and pred.shape == (len(s.where("test")),)
+    assert np.isfinite(pred).all() and abs(pred.mean() - s.y[s.where("train")].mean()) < 50
 
 
 def test_disk_features_by_hand():
@@ -206,3 +204,9 @@ def test_report_renders(run, tmp_path):
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
     assert "persistence" in (tmp_path / "report.html").read_text()
+
+
+def _fit(samples, seed=0):
+    """What the runner hands an arm's train: training and validation rows, targets, seed."""
+    rows = {k: samples.where(k) for k in ("train", "val")}
+    return Fit(rows, samples.y, seed, torch.device("cpu"))

@@ -16,11 +16,12 @@ from scipy.stats import spearmanr
 from sdofm import SdofmError
 from sdofm.benchmarks.baselines import flare_persistence, goes_persistence
 from sdofm.benchmarks.flare_forecast import FlareForecast, integrated_gradients
+from sdofm.benchmarks.heads import pooled
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.metrics import best_threshold, tss
 from sdofm.benchmarks.protocol import LeakError, check_choice_rows
 from sdofm.benchmarks.result import validate_result
-from sdofm.benchmarks.runner import TaskInputs, run_task
+from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
 from sdofm.config import validate_block
 from sdofm.dataset.loader import open_dataset
 from sdofm.reports.render import render_report
@@ -153,17 +154,9 @@ def test_planted_flares_through_the_task_arms(tmp_path, tiny_config, task_inputs
     rows = np.array([r, r + 1])
     persist = [a["persistence_flares"].train(None)(rows) for a in (arms0, arms1)]
     assert persist[1][0] == persist[0][0] == 0 and persist[1][1] == 1
-    goes0, goes1 = (a["persistence_goes"].train(_Fit(s)) for a in (arms0, arms1))
+    goes0, goes1 = (a["persistence_goes"].train(_fit(s)) for a in (arms0, arms1))
     assert goes1(rows[:1])[0] == pytest.approx(goes0(rows[:1])[0], rel=1e-9)
     assert goes1(rows[1:])[0] > goes0(rows[1:])[0]
-
-
-class _Fit:
-    """The piece of runner.Fit the deterministic arms read."""
-
-    def __init__(self, samples):
-        self.y = samples.y
-        self.rows = {s: samples.where(s) for s in ("train", "val")}
 
 
 def test_thresholds_are_chosen_on_validation_and_test_choices_are_refused(run):
@@ -253,6 +246,13 @@ def test_no_flare_to_learn_from_or_no_goes_file(tmp_path, tiny_config, task_inpu
     task = FlareForecast(Context.open(inputs, _params(tiny_config)))
     arms = task.arms(task.samples())
     assert "persistence_goes" not in arms and "no goes_xrs.csv" in task.goes_note
+    # Saliency differentiates the same embedding the head was trained on (`sdofm embed`'s).
+    rows = task.samples().where("test")[:3]
+    with torch.no_grad():
+        z = pooled(task.ctx.pretrained.net, torch.from_numpy(task.ctx.normalised(rows)))
+    np.testing.assert_allclose(
+        z.numpy(), task.ctx.pretrained.embeddings[rows], rtol=1e-4, atol=1e-4
+    )
 
 
 def test_report_renders(run, tmp_path):
@@ -273,3 +273,31 @@ def test_report_renders(run, tmp_path):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 5
     text = html.read_text()
     assert "persistence_flares" in text and "Flare forecasting" in text
+
+
+def test_classification_metrics_by_hand_and_against_sklearn():
+    """TP=3, FN=1, FP=2, TN=4: TSS = 3/4 - 2/6, HSS2 = 2(12 - 2) / (4*5 + 5*6); the counted
+    versions agree with scikit-learn's on random cases with ties."""
+    from sklearn import metrics as skm
+
+    from sdofm.benchmarks.metrics import brier, hss2, roc_auc
+
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    yes = np.array([1, 1, 1, 0, 1, 1, 0, 0, 0, 0], bool)
+    assert tss(y, yes) == pytest.approx(0.75 - 2 / 6)
+    assert hss2(y, yes) == pytest.approx(2 * (3 * 4 - 1 * 2) / (4 * 5 + 5 * 6))
+    assert np.isnan(tss(np.zeros(5, bool), np.ones(5, bool))) and np.isnan(roc_auc(y[:4], yes[:4]))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.random(80) < 0.3
+        p = np.round(rng.random(80) * 0.6 + 0.3 * y, 1)  # many ties
+        tn, fp, fn, tp = skm.confusion_matrix(y, p >= 0.5, labels=[False, True]).ravel()
+        assert tss(y, p >= 0.5) == pytest.approx(tp / (tp + fn) - fp / (fp + tn))
+        assert roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p))
+        assert brier(y, p) == pytest.approx(skm.brier_score_loss(y, p))
+
+
+def _fit(samples, seed=0):
+    """What the runner hands an arm's train: training and validation rows, targets, seed."""
+    rows = {k: samples.where(k) for k in ("train", "val")}
+    return Fit(rows, samples.y, seed, torch.device("cpu"))

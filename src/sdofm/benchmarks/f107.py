@@ -39,12 +39,12 @@ class F107(Task):
         "The day's F10.7 (sfu) from the mean over the day's images; RMSE (sfu), MAPE (%) and "
         "Pearson r over the test days"
     )
+    headline = "rmse"
     metrics = (
         Metric("rmse", rmse, False, "RMSE (sfu)"),
         Metric("mape", mape, False, "MAPE (%)"),
         Metric("pearson_r", pearson_r, True, "Pearson r"),
     )
-    headline = "rmse"
     published_anchor = {
         "source": "temporal convolutional networks forecasting F10.7 1-3 days ahead from the "
         "F10.7 series alone (real data; the design's anchor)",
@@ -110,7 +110,7 @@ class F107(Task):
                 head, *data, **f.kwargs(epochs=self.params["max_epochs"], weight_decay=1e-2)
             )
             x = torch.tensor(z, dtype=torch.float32)
-            return lambda rows: scale.inverse(predict(model, x[rows], device=f.device))[:, 0]
+            return lambda rows: scale.inverse(predict(model, x[rows], device=f.device)[:, 0])
 
         return Arm("fm", f"MLP head {what}", mlp)
 

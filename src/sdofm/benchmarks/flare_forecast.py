@@ -121,6 +121,7 @@ class FlareForecast(Task):
 
     def arms(self, samples: Samples) -> dict[str, Arm]:
         p, chans = self.params, self.params["baseline_channels"]
+        hours, cls = p["horizon_hours"], p["min_class"]
         mags = np.zeros((len(samples.y), len(chans), *self.ctx.ds.images.shape[-2:]), "f4")
         rows = np.flatnonzero(samples.split != "none")
         for part in np.array_split(rows, max(1, len(rows) // 128)):
@@ -131,17 +132,18 @@ class FlareForecast(Task):
             tr = f.rows["train"]
             cnn = FlareResNet(len(chans), width=p["baseline_width"])
             net = torch.nn.Sequential(standardiser(x_mag[tr], dims=(0, 2, 3)), cnn)
-            n, pat = p["baseline_epochs"], p["baseline_patience"]
-            kw = {"epochs": n, "patience": pat, "batch_size": 32, "weight_decay": 1e-3}
-            return self._probabilities(f, net, x_mag, **kw)[1]
+            kw = {"epochs": p["baseline_epochs"], "patience": p["baseline_patience"]}
+            return self._probabilities(f, net, x_mag, batch_size=32, weight_decay=1e-3, **kw)[1]
 
-        past = flare_persistence(self.flares, samples.times, self.horizon, p["min_class"])
+        past = flare_persistence(self.flares, samples.times, self.horizon, cls)
         rate = float(samples.y[samples.where("train")].mean())
         arms = {
-            "paper": Arm("paper", f"FlareResNet (Pandey 2023 family) on HMI {chans}", paper),
+            "paper": Arm(
+                "paper", f"FlareResNet (Pandey 2023's family) on {'+'.join(chans)}", paper
+            ),
             "persistence_flares": Arm(
                 "persistence",
-                f"1 if a flare >= {p['min_class']} peaked in the past {self.horizon}, else 0",
+                f"1 if a flare >= {cls} peaked in the past {hours:g} h, else 0",
                 lambda f: lambda r: past[r],
                 seeded=False,
             ),
@@ -161,7 +163,7 @@ class FlareForecast(Task):
                 fit_ = LogisticRegression(C=1e6).fit(score[f.rows["train"]], f.y[f.rows["train"]])
                 return lambda r: fit_.predict_proba(score[r])[:, 1]
 
-            what = f"largest GOES 1-8 A flux in the past {self.horizon}, logistic-calibrated"
+            what = f"largest GOES 1-8 A flux in the past {hours:g} h, logistic-calibrated"
             arms["persistence_goes"] = Arm("persistence", what, goes, seeded=False)
         return arms
 
@@ -179,19 +181,9 @@ class FlareForecast(Task):
                 g: np.mean([d[m].mean() for d in yes]) if m.any() else None
                 for g, m in groups.items()
             }
-        counts = {
-            s: [int((samples.split == s).sum()), int(y[samples.split == s].sum())]
-            for s in ("train", "val", "test")
-        }
-        label = {
-            "min_class": self.params["min_class"],
-            "horizon_hours": float(self.params["horizon_hours"]),
-        }
-        return {
-            "label": label | {"rows_and_positives": counts},
-            "recall": recall,
-            "goes_persistence": self.goes_note,
-        }
+        label = {k: self.params[k] for k in ("min_class", "horizon_hours")}
+        label["positives"] = {s: int(y[samples.where(s)].sum()) for s in ("train", "val", "test")}
+        return {"label": label, "recall": recall, "goes_persistence": self.goes_note}
 
     def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
         test = samples.where("test")
