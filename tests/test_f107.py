@@ -1,5 +1,6 @@
-"""F10.7 task: metrics, ridge, the daily table, the end-to-end benchmark and its report."""
+"""F10.7 on the runner: days as samples, past-only persistence, choices on validation only."""
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -8,192 +9,204 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sdofm import SdofmError
-from sdofm.benchmarks.common import TaskInputs
-from sdofm.benchmarks.f107 import daily_table, mape, pearson_r, ridge_fit, rmse, run
-from sdofm.config import config_hash
-from sdofm.io import file_sha256
+from sdofm.benchmarks.baselines import disk_features
+from sdofm.benchmarks.f107 import F107
+from sdofm.benchmarks.inputs import Context
+from sdofm.benchmarks.result import validate_result
+from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
+from sdofm.config import validate_block
+from sdofm.dataset.loader import disk_mask, open_dataset
 from sdofm.reports.render import render_report
 from sdofm.sources.events import read_f107
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "f107.ipynb"
-MODELS = ("fm_head", "baseline_ridge", "persistence", "climatology")
-PARAMS = {
-    "seed": 0,
-    "target": "observed_flux",
-    "head": "ridge",
-    "hidden": 32,
-    "max_epochs": 30,
-    "finetune": False,
-    "finetune_epochs": 1,
-    "finetune_lr": 1e-4,
-    "hmi_field": "b",
-    "bootstrap": 50,
+KINDS = {
+    "fm_head": "fm",
+    "random_init": "control",
+    "paper": "paper",
+    "persistence": "persistence",
+    "climatology": "trivial",
 }
 
 
-def test_metrics_by_hand():
-    truth = np.array([100.0, 80.0, 120.0, 90.0])
-    pred = np.array([110.0, 80.0, 114.0, 99.0])
-    # errors 10, 0, -6, 9: squares 100, 0, 36, 81
-    assert rmse(pred, truth) == pytest.approx(np.sqrt(217 / 4))
-    assert mape(pred, truth) == pytest.approx(100 * (0.1 + 0 + 0.05 + 0.1) / 4)
-    assert pearson_r(pred, truth) == pytest.approx(np.corrcoef(pred, truth)[0, 1])
-    assert pearson_r(2 * truth + 1, truth) == pytest.approx(1.0)
-    assert np.isnan(pearson_r(np.full(4, 97.3), truth))  # climatology has no correlation
-
-
-def test_ridge_matches_normal_equations():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 5))
-    y = x @ np.array([1.0, -2.0, 0.5, 0.0, 3.0]) + 7.0 + rng.normal(0, 0.1, 40)
-    (w0, b0), (w1, b1) = ridge_fit(x, y, np.array([0.0, 0.3]))
-    xc, yc = x - x.mean(0), y - y.mean()
-    np.testing.assert_allclose(w0, np.linalg.lstsq(xc, yc, rcond=None)[0], atol=1e-10)
-    expected = np.linalg.solve(xc.T @ xc + 40 * 0.3 * np.eye(5), xc.T @ yc)
-    np.testing.assert_allclose(w1, expected, atol=1e-10)
-    assert b1 == pytest.approx(y.mean() - x.mean(0) @ w1)
-    assert np.linalg.norm(w1) < np.linalg.norm(w0)
-
-
-def test_daily_table_splits_and_averaging():
-    times = pd.date_range("2011-01-01", periods=10, freq="12h").values  # 5 days, 2 steps each
-    split = np.array(["train"] * 3 + ["val"] * 3 + ["buffer"] * 2 + ["test"] * 2)
-    usable = np.ones(10, bool)
-    usable[[8, 9]] = False  # day 5 has no usable step
-    usable[4] = False  # day 3 keeps one step
-    series = pd.Series(
-        [70.0, np.nan, 90.0, 95.0, 99.0, 60.0],
-        index=pd.date_range("2010-12-31T20:00", periods=6, freq="D"),
+def _params(tiny_config, **change):
+    block = validate_block(
+        copy.deepcopy(tiny_config["benchmarks"]["f107"]) | change, "benchmarks", "f107"
     )
-    days, w = daily_table(times, split, usable, series)
-    assert list(days.split) == ["train", "mixed", "val", "buffer", "test"]
-    assert list(days.n_steps) == [2, 2, 1, 2, 0]
-    np.testing.assert_array_equal(days.truth, [np.nan, 90.0, 95.0, 99.0, 60.0])
-    np.testing.assert_array_equal(days.previous, [70.0, np.nan, 90.0, 95.0, 99.0])
-    x = np.arange(10.0)
-    np.testing.assert_allclose(w @ x, [0.5, 2.5, 5.0, 6.5, 0.0])
+    return block | {"protocol": tiny_config["protocol"]}
+
+
+def _task(task_inputs, tiny_config, events):
+    inputs = TaskInputs(task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, events)
+    task = F107(Context.open(inputs, _params(tiny_config)))
+    return task, task.samples()
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, task_inputs):
+def run(tmp_path_factory, tiny_config, task_inputs):
     out = tmp_path_factory.mktemp("f107") / "out"
-    result = run(task_inputs, out, dict(PARAMS))
-    return {"out": out, "result": result}
+    inputs = TaskInputs(
+        task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, task_inputs.events
+    )
+    result = run_task(F107, inputs, out, _params(tiny_config))
+    return {
+        "out": out,
+        "result": result,
+        "pred": pd.read_csv(out / "predictions.csv", parse_dates=["time"]),
+    }
 
 
-def test_metrics_contract(benchmark, task_inputs):
-    metrics = json.loads((benchmark["out"] / "metrics.json").read_text())
-    assert metrics["task"] == "f107" and "RMSE" in metrics["metric"]
+def test_metrics_json_has_every_arm(run):
+    metrics = json.loads((run["out"] / "metrics.json").read_text())
+    validate_result(metrics)
+    assert {a: v["kind"] for a, v in metrics["arms"].items()} == KINDS
     assert metrics["headline"] == {
         "metric": "rmse",
         "label": "RMSE (sfu)",
         "higher_is_better": False,
     }
-    assert metrics["published_anchor"] is None
-    assert set(metrics["split"]) == {"train", "val", "test"} and min(metrics["split"].values()) > 1
-    for name, model in metrics["models"].items():
-        assert "rmse" in model, name
-    for name in MODELS:
-        for key in ("rmse", "mape", "pearson_r"):
-            entry = metrics["models"][name][key]
-            if name == "climatology" and key == "pearson_r":
-                assert entry["value"] is None  # constant prediction: undefined, stored as null
-                continue
-            lo, hi = entry["ci95"]
-            assert lo <= entry["value"] <= hi, (name, key)
-    diff = metrics["models"]["fm_head_minus_baseline"]["rmse"]
-    rm = {m: metrics["models"][m]["rmse"]["value"] for m in MODELS}
-    assert diff["value"] == pytest.approx(rm["fm_head"] - rm["baseline_ridge"])
-    prov = metrics["provenance"]
-    assert prov["config_hash"] == config_hash(PARAMS)
-    assert prov["checkpoint_sha256"] == file_sha256(task_inputs.checkpoint)
-    assert prov["embeddings_checkpoint_sha256"] == prov["checkpoint_sha256"]
-    assert (benchmark["out"] / "samples.nc").exists()
+    assert (
+        metrics["split"]["unit"] == "days"
+        and min(metrics["split"][s] for s in ("train", "val", "test")) > 5
+    )
+    assert all(a["seeds"] == 1 for a in metrics["arms"].values())  # ridge heads are closed-form
+    assert set(metrics["extra"]["ridge_alpha"]) == {"pretrained", "random-init", "paper"}
+    assert metrics["differences"]["climatology"]["rmse"]["verdict"] in {
+        "FM better",
+        "FM worse",
+        "not distinguishable",
+    }
 
 
-def test_predictions_match_metrics(benchmark, task_inputs):
-    table = pd.read_csv(benchmark["out"] / "predictions.csv", parse_dates=["date"])
-    assert list(table.columns) == ["date", "split", "truth", *MODELS]
-    assert table.date.is_monotonic_increasing and table.date.dt.hour.eq(0).all()
-    assert {"train", "val", "test"} <= set(table.split)
-    metrics = benchmark["result"]
-    scored = table[(table.split == "test") & table[["truth", *MODELS]].notna().all(axis=1)]
-    assert len(scored) == metrics["split"]["test"]
-    for m in MODELS:
-        assert rmse(scored[m].to_numpy(), scored.truth.to_numpy()) == pytest.approx(
-            metrics["models"][m]["rmse"]["value"], rel=1e-9
-        )
-        assert mape(scored[m].to_numpy(), scored.truth.to_numpy()) == pytest.approx(
-            metrics["models"][m]["mape"]["value"], rel=1e-9
-        )
-    # Truth is the day's observed flux; persistence the day before's; climatology the train mean.
-    f107 = read_f107(task_inputs.event_file("f107.csv"))["observed_flux"]
+def test_samples_are_days_wholly_inside_their_split(run, task_inputs):
+    """Every scored day is a calendar day all of whose store steps are in its split; its truth is
+    that day's observed F10.7."""
+    pred = run["pred"][(run["pred"].arm == "fm_head")]
+    assert (pred.time == pred.time.dt.floor("D")).all()
+    ds = open_dataset(task_inputs.dataset)
+    steps = pd.Series(ds.split.values, index=pd.DatetimeIndex(ds.time.values).floor("D"))
+    for day, split in zip(pred.time, pred.split, strict=True):
+        assert set(steps.loc[day]) == {split}, day
+    f107 = read_f107(task_inputs.events / "f107.csv")["observed_flux"]
     f107.index = f107.index.floor("D")
-    np.testing.assert_allclose(table.truth, f107.reindex(table.date).to_numpy(), equal_nan=True)
-    prev = f107.reindex(table.date - pd.Timedelta(days=1)).to_numpy()
-    np.testing.assert_allclose(table.persistence, prev, equal_nan=True)
-    train = table[(table.split == "train") & table.fm_head.notna() & table.truth.notna()]
-    assert len(train) == metrics["split"]["train"]
-    np.testing.assert_allclose(table.climatology, train.truth.mean())
+    np.testing.assert_allclose(pred.y_true, f107.reindex(pred.time).to_numpy())
 
 
-def test_image_features_beat_climatology(benchmark):
-    """The synthetic F10.7 is driven by the unsigned flux, so the feature ridge must track it."""
-    models = benchmark["result"]["models"]
-    assert models["baseline_ridge"]["rmse"]["value"] < models["climatology"]["rmse"]["value"]
-    assert models["baseline_ridge"]["pearson_r"]["value"] > 0.5
+def test_persistence_is_the_previous_measurement(run, task_inputs):
+    f107 = read_f107(task_inputs.events / "f107.csv")["observed_flux"].dropna()
+    f107.index = f107.index.floor("D")
+    p = run["pred"][run["pred"].arm == "persistence"]
+    expected = [f107[f107.index < day].iloc[-1] for day in p.time]
+    np.testing.assert_allclose(p.y_pred, expected)
 
 
-@pytest.mark.parametrize("change", [{"head": "mlp"}, {"finetune": True, "target": "adjusted_flux"}])
-def test_other_heads_run(tmp_path, task_inputs, change):
-    result = run(task_inputs, tmp_path, {**PARAMS, **change})
-    assert result["fm_head"]["finetune"] == bool(change.get("finetune"))
-    if change.get("finetune"):  # starts from the head fitted on frozen embeddings
-        assert {"alpha", "frozen_val_rmse", "finetuned_val_rmse"} <= set(result["fm_head"])
-    assert result["target"] == change.get("target", "observed_flux")
-    assert np.isfinite(result["models"]["fm_head"]["rmse"]["value"])
-    table = pd.read_csv(tmp_path / "predictions.csv")
-    assert table.loc[table.split == "test", "fm_head"].notna().all()
+def test_planted_value_and_day_means(tmp_path, tiny_config, task_inputs):
+    """A planted F10.7 on a test day is its target and the next day's persistence, never its
+    own; a day's input is the mean over its valid steps; test targets never reach a choice."""
+    events = tmp_path / "events"
+    shutil.copytree(task_inputs.events, events)
+    task, s = _task(task_inputs, tiny_config, events)
+    d = int(s.where("test")[3])
+    table = pd.read_csv(events / "f107.csv", parse_dates=["time"])
+    table.loc[table.time.dt.floor("D") == s.times[d], "observed_flux"] = 500.0
+    table.to_csv(events / "f107.csv", index=False)
+    planted, s2 = _task(task_inputs, tiny_config, events)
+    assert s2.y[d] == 500.0 and s.y[d] != 500.0
+    pers = [t.arms(x)["persistence"].train(None) for t, x in ((task, s), (planted, s2))]
+    assert pers[1](np.array([d]))[0] == pers[0](np.array([d]))[0] != 500.0
+    assert pers[1](np.array([d + 1]))[0] == 500.0
+    # The day's input: the mean embedding over the day's valid steps.
+    emb = task.ctx.pretrained.embeddings
+    day_steps = np.flatnonzero(task.usable & (task.day == s.times[d]))
+    np.testing.assert_allclose(task._daily(emb)[d], emb[day_steps].mean(axis=0))
+    # The FM ridge and the paper ridge are unchanged by the test target: choices use train/val.
+    fits = [_fit(x) for x in (s, s2)]
+    for name in ("paper",):
+        a, b = (
+            t.arms(x)[name].train(f) for t, x, f in ((task, s, fits[0]), (planted, s2, fits[1]))
+        )
+        np.testing.assert_allclose(a(s.where("test")), b(s.where("test")))
+    a, b = (t.fm_arm(t.ctx.pretrained).train(f) for t, f in ((task, fits[0]), (planted, fits[1])))
+    np.testing.assert_allclose(a(s.where("test")), b(s.where("test")))
+    task.params["head"] = "mlp"  # the MLP head: seeded, grid-tuned, one prediction per day
+    arm = task.fm_arm(task.ctx.pretrained)
+    pred = arm.train(fits[0])(s.where("test"))
+    assert arm.seeded and arm.tuned and pred.shape == (len(s.where("test")),)
+    assert np.isfinite(pred).all() and abs(pred.mean() - s.y[s.where("train")].mean()) < 50
 
 
-def test_bad_inputs_raise_without_metrics(tmp_path, task_inputs):
-    with pytest.raises(SdofmError, match="target must be one of"):
-        run(task_inputs, tmp_path / "a", {**PARAMS, "target": "flux"})
-    assert not (tmp_path / "a" / "metrics.json").exists()
-    empty = tmp_path / "events"
-    empty.mkdir()
-    shutil.copy(task_inputs.events / "flares.csv", empty / "flares.csv")
-    no_f107 = TaskInputs(
-        task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, empty, None
+def test_disk_features_by_hand():
+    """A uniform 100 DN/s disk gives log10 100 = 2; a uniform radial 10 G field gives 10 G
+    times the area of the visible cap with mu > 0.1, 2 pi R^2 (1 - 0.1)."""
+    size, rsun = 128, 50.0
+    disk = disk_mask(size, rsun)
+    images = np.zeros((1, 4, size, size))
+    images[0, 0][disk] = 100.0
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    mu = np.sqrt(np.clip(1 - (yy**2 + xx**2) / rsun**2, 0, 1))
+    images[0, 3] = 10.0 * mu  # Bz of a radial field seen at the disk centre direction
+    f = disk_features(images, ["171A", "Bx", "By", "Bz"], rsun, field="bz")
+    assert f[0, 0] == pytest.approx(2.0)
+    cm_per_px = 976.0 / rsun * 725.27e5
+    hemisphere = 2 * np.pi * (rsun * cm_per_px) ** 2 * (1 - 0.1)
+    assert f[0, 1] == pytest.approx(10.0 * hemisphere, rel=0.05)
+
+
+def test_image_features_beat_climatology(run):
+    """The synthetic F10.7 is driven by the unsigned flux: the classical ridge must track it."""
+    arms = run["result"]["arms"]
+    assert (
+        arms["paper"]["metrics"]["rmse"]["value"] < arms["climatology"]["metrics"]["rmse"]["value"]
     )
-    with pytest.raises(SdofmError, match=r"no f107\.csv"):
-        run(no_f107, tmp_path / "b", dict(PARAMS))
-    assert not (tmp_path / "b" / "metrics.json").exists()
-    # F10.7 from another year: no day of the data set has a value.
-    (empty / "f107.csv").write_text(
-        "time,observed_flux,adjusted_flux\n1990-01-01T20:00:00,150,150\n1990-01-02T20:00:00,151,151\n"
-    )
-    with pytest.raises(SdofmError, match="no observed_flux value on any day"):
-        run(no_f107, tmp_path / "c", dict(PARAMS))
-    assert not (tmp_path / "c").exists() or not (tmp_path / "c" / "metrics.json").exists()
+    assert arms["paper"]["metrics"]["pearson_r"]["value"] > 0.5
 
 
-def test_report_renders(benchmark, tmp_path):
-    out = benchmark["out"]
-    executed, html = tmp_path / "report.ipynb", tmp_path / "report.html"
-    render_report(
-        NOTEBOOK,
-        executed,
-        html,
-        {
-            "metrics_path": str(out / "metrics.json"),
-            "predictions_path": str(out / "predictions.csv"),
-        },
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"target": "flux"}, r"f107\.target': 'flux' is not one of"),
+        ({"head": "lasso"}, r"f107\.head': 'lasso' is not one of"),
+        ({"hmi_field": "los"}, r"f107\.hmi_field': 'los' is not one of"),
+        ({"max_epochs": 0}, r"f107\.max_epochs': 0 is less than the minimum"),
+    ],
+)
+def test_bad_config_is_refused_by_the_schema(tiny_config, change, match):
+    with pytest.raises(SdofmError, match=match) as err:
+        _params(tiny_config, **change)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_or_foreign_f107_stops_before_work(tmp_path, tiny_config, task_inputs):
+    events = tmp_path / "events"
+    events.mkdir()
+    shutil.copy(task_inputs.events / "flares.csv", events / "flares.csv")
+    inputs = TaskInputs(task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, events)
+    with pytest.raises(SdofmError, match=r"no f107\.csv in the event folder"):
+        run_task(F107, inputs, tmp_path / "a", _params(tiny_config))
+    (events / "f107.csv").write_text(
+        "time,observed_flux,adjusted_flux\n1990-01-01T20:00:00,150,150\n"
     )
-    nb = nbformat.read(executed, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in errors if o.get("output_type") == "error"]
-    assert html.exists() and html.stat().st_size > 10_000
-    assert "persistence" in html.read_text()
+    with pytest.raises(SdofmError, match="no observed_flux value on any day of the store"):
+        run_task(F107, inputs, tmp_path / "b", _params(tiny_config))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_report_renders(run, tmp_path):
+    out = run["out"]
+    names = {"metrics": "metrics.json", "predictions": "predictions.csv", "samples": "samples.nc"}
+    params = {f"{k}_path": str(out / f) for k, f in names.items()}
+    render_report(NOTEBOOK, tmp_path / "report.ipynb", tmp_path / "report.html", params)
+    nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+    assert "persistence" in (tmp_path / "report.html").read_text()
+
+
+def _fit(samples, seed=0):
+    """What the runner hands an arm's train: training and validation rows, targets, seed."""
+    rows = {k: samples.where(k) for k in ("train", "val")}
+    return Fit(rows, samples.y, seed, torch.device("cpu"))

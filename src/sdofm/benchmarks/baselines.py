@@ -8,12 +8,17 @@
   A&A 648, A53); `dimming_ratio`: that paper's non-ML baseline;
 - `UNet`: the missing-channel model (Salvatelli et al. 2019, 2022);
 - `FlareResNet`: a ResNet of the family Pandey et al. (2023) use on full-disk magnetograms;
-- `ridge_on_val`: ridge regression with its penalty chosen on validation rows.
+- `ridge_on_val`: ridge regression with its penalty chosen on validation rows;
+- `disk_features`: the classical F10.7 regressors, log10 AIA disk means and the total unsigned
+  HMI flux (the regressions of F10.7 on EUV and magnetic flux, e.g. Schonfeld et al. 2015, ApJ);
+- `flare_persistence`, `goes_persistence`: the flare forecasters' persistence references, from
+  the flare list and from the GOES 1-8 Å series, using only what is known at forecast time.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.linear_model import HuberRegressor, Ridge
 from torch import nn
@@ -27,10 +32,15 @@ __all__ = [
     "UNet",
     "channel_statistics",
     "dimming_ratio",
+    "disk_features",
+    "flare_persistence",
+    "goes_persistence",
     "ridge_on_val",
 ]
 
 RIDGE_ALPHAS = np.logspace(-4, 4, 17)
+KM_PER_ARCSEC = 725.27  # at 1 AU
+MU_MIN = 0.1  # the unsigned flux leaves out the limb (beyond ~84 deg), where 1/mu explodes
 
 
 def channel_statistics(images: np.ndarray, *, log: bool = False) -> np.ndarray:
@@ -41,6 +51,36 @@ def channel_statistics(images: np.ndarray, *, log: bool = False) -> np.ndarray:
     x = np.nan_to_num(np.asarray(images, np.float64))
     stats = np.concatenate([x.mean(axis=(2, 3)), x.std(axis=(2, 3))], axis=1)
     return np.log10(np.clip(stats, 1e-3, None)) if log else stats
+
+
+def disk_features(
+    images: np.ndarray, channels: list[str], rsun_px: float, *, field: str = "b"
+) -> np.ndarray:
+    """log10 on-disk mean (DN/s) of each AIA channel and the total unsigned HMI flux (Mx).
+
+    ``images``: (N, C, H, W) in physical units, channels named by ``channels`` (AIA ones end in
+    "A"). The flux is the sum of |B_r| dA over on-disk pixels with mu > `MU_MIN` (mu: cosine of
+    the heliocentric angle; dA = pixel area / mu); |B_r| is |B| (``field="b"``, needs Bx, By,
+    Bz) or |Bz| / mu (``"bz"``: the radial-field approximation of a line-of-sight field).
+    Returns (N, n_aia + 1); NaN where an image lacks data.
+    """
+    from sdofm.dataset.loader import RSUN_ARCSEC, disk_mask
+
+    size = images.shape[-1]
+    aia = [i for i, c in enumerate(channels) if c.endswith("A")]
+    hmi = [channels.index(c) for c in (["Bz"] if field == "bz" else ["Bx", "By", "Bz"])]
+    disk = disk_mask(size, rsun_px)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    mu = np.sqrt(np.clip(1.0 - (yy**2 + xx**2) / rsun_px**2, 0.0, 1.0))[disk]
+    pixel_cm2 = (RSUN_ARCSEC / rsun_px * KM_PER_ARCSEC * 1e5) ** 2
+    area = np.where(mu > MU_MIN, pixel_cm2 / np.maximum(mu, MU_MIN), 0.0)
+    to_radial = 1.0 / np.maximum(mu, MU_MIN) if field == "bz" else 1.0
+    img = np.asarray(images, np.float64)[:, :, disk]  # (N, C, P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.log10(np.clip(np.nanmean(img[:, aia], axis=2), 1e-3, None))
+        b_r = np.sqrt(np.sum(img[:, hmi] ** 2, axis=1)) * to_radial
+        flux = np.where(np.isnan(b_r).all(axis=1), np.nan, np.nansum(b_r * area, axis=1))
+    return np.concatenate([means, flux[:, None]], axis=1)
 
 
 class HuberLinear:
@@ -231,3 +271,25 @@ class FlareResNet(nn.Module):
                 x = torch.where(flip, x.flip(dim), x)
         f = self.stages(self.stem(x))
         return self.out(self.drop(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)))
+
+
+def flare_persistence(flares: pd.DataFrame, times, horizon: pd.Timedelta, min_class: str):
+    """1 where a flare >= ``min_class`` peaked in (t - horizon, t], else 0: the past only.
+
+    ``flares``: a `sdofm.sources.events.read_flare_list` frame; the flare counting is
+    `flare_labels`' (the label looks at (t, t + horizon]).
+    """
+    from sdofm.sources.events import flare_labels
+
+    past = flare_labels(flares, pd.DatetimeIndex(times) - horizon, horizon, min_class)
+    return past.astype(np.float64)
+
+
+def goes_persistence(xrs: pd.DataFrame, times, horizon: pd.Timedelta) -> np.ndarray:
+    """The largest GOES 1-8 Å flux (W/m^2) measured in (t - horizon, t], for each t.
+
+    ``xrs``: a `sdofm.sources.events.read_goes_xrs` frame. A time before the first measurement
+    gets NaN; within a data gap the last window that ended before t is used (never a later one).
+    """
+    peak = xrs["xrsb"].dropna().rolling(horizon, closed="right").max()
+    return peak.asof(pd.DatetimeIndex(times)).to_numpy(np.float64)

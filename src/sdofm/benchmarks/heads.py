@@ -24,8 +24,10 @@ __all__ = [
     "BackboneHead",
     "Standardise",
     "TargetScaler",
+    "balanced_bce",
     "fit",
     "make_head",
+    "pooled",
     "predict",
     "standardiser",
 ]
@@ -174,6 +176,26 @@ def fit(
                 break
     model.load_state_dict(best_state)
     return model.eval()
+
+
+def balanced_bce(y_train: np.ndarray) -> tuple[Callable, float]:
+    """Binary cross-entropy on logits with positives weighted n_negative / n_positive.
+
+    Returns (loss, log weight). The weight inflates the odds of a positive by itself, so
+    ``sigmoid(logit - log_weight)`` is the calibrated probability (ranks, TSS and ROC AUC are
+    unchanged by the shift; the Brier score and reliability need it).
+    """
+    y = np.asarray(y_train, bool)
+    if not y.any() or y.all():
+        msg = "class-weighted BCE needs positive and negative training rows"
+        raise SdofmError(msg)
+    weight = float((~y).sum() / y.sum())
+
+    def loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pos = torch.tensor([weight], device=logit.device, dtype=logit.dtype)
+        return nn.functional.binary_cross_entropy_with_logits(logit, target, pos_weight=pos)
+
+    return loss, float(np.log(weight))
 
 
 class TargetScaler:
