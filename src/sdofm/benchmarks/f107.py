@@ -104,7 +104,6 @@ class F107(Task):
         def mlp(f):
             z, (tr, va) = embeddings(), (f.rows["train"], f.rows["val"])
             scale = TargetScaler(f.y[tr])
-            torch.manual_seed(f.seed)  # the initial weights are the seed's too
             head = make_head(z[tr], 1, "mlp", hidden=self.params["hidden"])
             data = [(torch.tensor(z[r], dtype=torch.float32), scale(f.y[r])) for r in (tr, va)]
             model = fit(

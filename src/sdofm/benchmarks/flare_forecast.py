@@ -111,7 +111,6 @@ class FlareForecast(Task):
     def fm_arm(self, backbone) -> Arm:
         def train(f):
             z, tr = np.nan_to_num(backbone.embeddings), f.rows["train"]
-            torch.manual_seed(f.seed)  # the initial weights are the seed's too
             head = make_head(z[tr], 1, self.params["head"], hidden=self.params["hidden"])
             x, epochs = torch.tensor(z, dtype=torch.float32), self.params["max_epochs"]
             head, out = self._probabilities(f, head, x, epochs=epochs, weight_decay=1e-2)
@@ -131,7 +130,6 @@ class FlareForecast(Task):
 
         def paper(f):
             tr = f.rows["train"]
-            torch.manual_seed(f.seed)
             cnn = FlareResNet(len(chans), width=p["baseline_width"])
             net = torch.nn.Sequential(standardiser(x_mag[tr], dims=(0, 2, 3)), cnn)
             kw = {"epochs": p["baseline_epochs"], "patience": p["baseline_patience"]}

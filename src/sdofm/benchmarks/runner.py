@@ -195,6 +195,7 @@ def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
         k = proto.seeds.index(seed)
         rows = {"train": pr.label_subset(train, percent, k, len(seeds)), "val": val}
         log(f"{task.name}: {name} seed {seed} {percent:g} % {settings or ''}".rstrip())
+        torch.manual_seed(seed)  # the initial weights, built before heads.fit, are the seed's too
         predictor = arm.train(Fit(rows, samples.y, seed, device, settings))
         out = np.full((len(samples.split), *np.shape(samples.y)[1:]), np.nan)
         out[predict_rows] = np.asarray(predictor(predict_rows), float).reshape(
