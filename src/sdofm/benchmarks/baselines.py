@@ -1,7 +1,8 @@
 """The papers' baselines, each as its paper describes it, plus the shared classical pieces.
 
-- `channel_statistics` + `HuberLinear`: the linear virtual-EVE model on the physical mean and
-  standard deviation of each AIA channel (Szenicer et al. 2019, Sci. Adv. 5, eaaw6548);
+- `channel_statistics`: the inputs of the linear virtual-EVE model, the physical mean and
+  standard deviation of each AIA channel (Szenicer et al. 2019, Sci. Adv. 5, eaaw6548), which
+  the task fits with the Huber loss;
 - `ResidualCNN`: the CNN that corrects the linear model's residual (Szenicer et al. 2019) and, as
   a from-scratch regressor, the label-efficiency baseline;
 - `DimmingCNN`: the auto-calibration CNN, single- and multi-channel (Dos Santos et al. 2021,
@@ -20,14 +21,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import HuberRegressor, Ridge
+from sklearn.linear_model import Ridge
 from torch import nn
 from torch.nn import functional as F
 
 __all__ = [
     "DimmingCNN",
     "FlareResNet",
-    "HuberLinear",
     "ResidualCNN",
     "UNet",
     "channel_statistics",
@@ -81,23 +81,6 @@ def disk_features(
         b_r = np.sqrt(np.sum(img[:, hmi] ** 2, axis=1)) * to_radial
         flux = np.where(np.isnan(b_r).all(axis=1), np.nan, np.nansum(b_r * area, axis=1))
     return np.concatenate([means, flux[:, None]], axis=1)
-
-
-class HuberLinear:
-    """One linear model per output on standardised features, fitted with the Huber loss."""
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> HuberLinear:
-        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-12
-        z = (x - self.mean) / self.std
-        y2 = y.reshape(len(y), -1)
-        self.models = [
-            HuberRegressor(max_iter=10000, alpha=1e-4).fit(z, y2[:, k]) for k in range(y2.shape[1])
-        ]
-        return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        z = (x - self.mean) / self.std
-        return np.stack([m.predict(z) for m in self.models], axis=1)
 
 
 def ridge_on_val(
