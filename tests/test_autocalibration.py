@@ -19,10 +19,10 @@ from sdofm.benchmarks.baselines import DimmingCNN, dimming_ratio, quiet_sun_mode
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.metrics import row_mae
 from sdofm.benchmarks.result import read_result
-from sdofm.benchmarks.runner import TaskInputs, run_task
 from sdofm.config import validate_block
 from sdofm.dataset.loader import open_dataset
 from sdofm.reports.render import render_report
+from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "autocalibration.ipynb"
 KINDS = {
@@ -102,30 +102,11 @@ def test_single_channel_cnn_sees_only_its_channel():
     assert (ds[:, [0, 2]] == 0).all() and (ds[:, 1] != 0).all() and (dm != 0).all()
 
 
-def _params(tiny_config, **change):
-    block = copy.deepcopy(tiny_config["benchmarks"]["autocalibration"]) | change
-    params = validate_block(block, "benchmarks", "autocalibration")
-    return params | {"protocol": copy.deepcopy(tiny_config["protocol"])}
-
-
-def _inputs(task_inputs):
-    t = task_inputs
-    return TaskInputs(t.dataset, t.embeddings, t.checkpoint, t.events, t.truth)
-
-
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the rule's setting; two threads on a shared CPU are far slower
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, tiny_config, task_inputs, one_thread):
+def benchmark(tmp_path_factory, tiny_config, task_inputs):
     """Run the task once on the tiny Sun, its backbone and its planted degradation."""
     out = tmp_path_factory.mktemp("autocalibration")
-    result = run_task(Autocalibration, _inputs(task_inputs), out, _params(tiny_config))
+    result = run_tiny_task("autocalibration", tiny_config, task_inputs, out)
     pred = pd.read_csv(out / "predictions.csv", parse_dates=["time"])
     return {"out": out, "result": result, "pred": pred}
 
@@ -224,17 +205,20 @@ def test_multi_vs_single_is_reported(benchmark):
     assert mvs["paper_ordering"] == (np.mean(mvs["multi"]) > np.mean(mvs["single"]))
 
 
-def test_fm_arm_embeds_with_the_backbone_it_is_given(task_inputs, tiny_config, one_thread):
+def test_fm_arm_embeds_with_the_backbone_it_is_given(task_inputs, tiny_config):
     """Undimmed (α = 1), the task's embedding path gives the stored embeddings for the pretrained
     backbone and `compute_embeddings`' for the random-init one (not the pretrained weights)."""
-    ctx = Context.open(_inputs(task_inputs), _params(tiny_config))
+    params = validate_block(
+        copy.deepcopy(tiny_config["benchmarks"]["autocalibration"]), "benchmarks", "autocalibration"
+    )
+    ctx = Context.open(task_inputs, params | {"protocol": tiny_config["protocol"]})
     task = Autocalibration(ctx)
     task.samples()
     task.alpha = torch.ones_like(task.alpha)
     for backbone in (ctx.pretrained, ctx.random_init):
         z = task._embedding(backbone).numpy()
         np.testing.assert_allclose(z, backbone.embeddings[task.rows], rtol=1e-4, atol=1e-4)
-    assert not np.allclose(ctx.pretrained.embeddings[task.rows], task._embedding(ctx.random_init))
+    assert not np.allclose(ctx.pretrained.embeddings[task.rows], z)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 climatology recomputed from the store, every arm with its kind, the config checks and the report."""
 
 import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -17,10 +18,11 @@ from sdofm.benchmarks.heads import TokenDecoder
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.missing_channel import MissingChannel, flaring_times
 from sdofm.benchmarks.result import read_result
-from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
+from sdofm.benchmarks.runner import Fit
 from sdofm.config import validate_block
 from sdofm.dataset.loader import disk_mask, open_dataset
 from sdofm.reports.render import render_report
+from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "missing_channel.ipynb"
 KINDS = {
@@ -63,30 +65,18 @@ def test_token_decoder_keeps_the_image_size():
     assert TokenDecoder(24, 8, width=4, skip_chans=5)(tokens, images).shape == (2, 1, 32, 32)
 
 
-def _params(tiny_config, **change):
-    block = copy.deepcopy(tiny_config["benchmarks"]["missing_channel"]) | change
-    params = validate_block(block, "benchmarks", "missing_channel")
-    return params | {"protocol": copy.deepcopy(tiny_config["protocol"])}
-
-
-def _inputs(t, events=None):
-    return TaskInputs(t.dataset, t.embeddings, t.checkpoint, events or t.events, t.truth)
+def _task(task_inputs, tiny_config) -> MissingChannel:
+    params = validate_block(
+        copy.deepcopy(tiny_config["benchmarks"]["missing_channel"]), "benchmarks", "missing_channel"
+    )
+    return MissingChannel(Context.open(task_inputs, params | {"protocol": tiny_config["protocol"]}))
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the rule's setting; two threads on a shared CPU are far slower
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, tiny_config, task_inputs, one_thread):
+def benchmark(tmp_path_factory, tiny_config, task_inputs):
     """Run the task once on the tiny Sun and its backbone."""
     out = tmp_path_factory.mktemp("missing_channel")
-    result = run_task(MissingChannel, _inputs(task_inputs), out, _params(tiny_config))
-    return {"out": out, "result": result}
+    return {"out": out, "result": run_tiny_task("missing_channel", tiny_config, task_inputs, out)}
 
 
 def _rows(dataset, split):
@@ -136,7 +126,7 @@ def test_climatology_recomputed_from_the_store(benchmark, dataset):
 def test_persistence_uses_the_previous_image_never_its_own(task_inputs, tiny_config):
     """Each test image is predicted by the target's image at the previous usable time step
     (earlier in time, whatever its split), and changing an image never changes its own forecast."""
-    task = MissingChannel(Context.open(_inputs(task_inputs), _params(tiny_config)))
+    task = _task(task_inputs, tiny_config)
     s = task.samples()
     test = s.where("test")
     train = {k: s.where(k) for k in ("train", "val")}
@@ -163,7 +153,7 @@ def test_flare_subset(task_inputs, tiny_config, dataset, tmp_path):
     flare |= {"end": [pd.Timestamp(t[2]) + pd.Timedelta("1h")], "goes_class": ["C5.0"]}
     flare |= {"peak_flux": [5e-6], "lat": [np.nan], "lon": [np.nan], "noaa_ar": [0]}
     pd.DataFrame(flare).to_csv(events / "flares.csv", index=False)
-    task = MissingChannel(Context.open(_inputs(task_inputs, events), _params(tiny_config)))
+    task = _task(dataclasses.replace(task_inputs, events=events), tiny_config)
     s = task.samples()
     test = s.where("test")
     fake = {"a": [s.y * 1.2], "b": [s.y + 1.0, s.y + 3.0]}
