@@ -25,15 +25,9 @@ from sdofm.reports.render import render_report
 from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "autocalibration.ipynb"
-KINDS = {
-    "fm_head": "fm",
-    "random_init": "control",
-    "paper_multichannel": "paper",
-    "paper_singlechannel": "paper",
-    "paper_ratio": "paper",
-    "climatology": "trivial",
-    "oracle": "oracle",
-}
+PAPER = {"paper_multichannel": "paper", "paper_singlechannel": "paper", "paper_ratio": "paper"}
+KINDS = {"fm_head": "fm", "random_init": "control"} | PAPER
+KINDS |= {"climatology": "trivial", "oracle": "oracle"}
 
 
 def test_quiet_sun_mode_is_the_lognormal_fit_mode():

@@ -25,13 +25,8 @@ from sdofm.reports.render import render_report
 from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "missing_channel.ipynb"
-KINDS = {
-    "fm_head": "fm",
-    "random_init": "control",
-    "paper": "paper",
-    "persistence": "persistence",
-    "climatology": "trivial",
-}
+CONTROLS = {"fm_head": "fm", "random_init": "control"}
+KINDS = CONTROLS | {"paper": "paper", "persistence": "persistence", "climatology": "trivial"}
 
 
 def test_flaring_times():
