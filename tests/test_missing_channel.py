@@ -60,10 +60,9 @@ def test_token_decoder_keeps_the_image_size():
     assert TokenDecoder(24, 8, width=4, skip_chans=5)(tokens, images).shape == (2, 1, 32, 32)
 
 
-def _task(task_inputs, tiny_config) -> MissingChannel:
-    params = validate_block(
-        copy.deepcopy(tiny_config["benchmarks"]["missing_channel"]), "benchmarks", "missing_channel"
-    )
+def _task(task_inputs, tiny_config, **change) -> MissingChannel:
+    block = copy.deepcopy(tiny_config["benchmarks"]["missing_channel"]) | change
+    params = validate_block(block, "benchmarks", "missing_channel")
     return MissingChannel(Context.open(task_inputs, params | {"protocol": tiny_config["protocol"]}))
 
 
@@ -136,6 +135,20 @@ def test_persistence_uses_the_previous_image_never_its_own(task_inputs, tiny_con
     moved = arm.train(Fit(train, y, 0, torch.device("cpu")))(test)
     np.testing.assert_array_equal(moved[5], pred[5])
     assert (moved[6] == 1e9).all()  # the next image's forecast is that image
+
+
+def test_finetune_trains_a_copy_of_the_backbone(task_inputs, tiny_config):
+    """finetune trains the backbone with the decoder, on a copy: the backbone every other fit
+    (seeds, grid points, the frozen tokens) uses is left as it was."""
+    task = _task(task_inputs, tiny_config, finetune=True, max_epochs=1)
+    s = task.samples()
+    net = task.ctx.pretrained.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arm = task.fm_arm(task.ctx.pretrained)
+    fit = Fit({k: s.where(k) for k in ("train", "val")}, s.y, 0, torch.device("cpu"))
+    pred = arm.train(fit)(s.where("test"))
+    assert "fine-tuned" in arm.description and np.isfinite(pred).all()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
 def test_flare_subset(task_inputs, tiny_config, dataset, tmp_path):
