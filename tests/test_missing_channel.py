@@ -1,6 +1,8 @@
-"""Missing channel: the metrics by hand, flare times, the networks, and the end-to-end task."""
+"""Missing channel under the runner: flare times, the token decoder, persistence's alignment, the
+climatology recomputed from the store, every arm with its kind, the config checks and the report."""
 
-import json
+import copy
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -12,66 +14,19 @@ import torch
 import xarray as xr
 
 from sdofm import SdofmError
-from sdofm.benchmarks.common import TaskInputs
-from sdofm.benchmarks.missing_channel import (
-    METRICS,
-    TokenDecoder,
-    UNet,
-    flaring_times,
-    image_metrics,
-    run,
-)
-from sdofm.config import config_hash
+from sdofm.benchmarks.heads import TokenDecoder
+from sdofm.benchmarks.inputs import Context
+from sdofm.benchmarks.missing_channel import MissingChannel, flaring_times
+from sdofm.benchmarks.result import read_result
+from sdofm.benchmarks.runner import Fit
+from sdofm.config import validate_block
 from sdofm.dataset.loader import disk_mask, open_dataset
-from sdofm.io import file_sha256
 from sdofm.reports.render import render_report
+from tests.conftest import run_tiny_task
 
-MODELS = ("fm_head", "baseline", "climatology")
-ROOT = Path(__file__).resolve().parents[1]
-
-# The tiny overrides of the task's config block (tests/configs/tiny.yaml after integration).
-PARAMS = {
-    "seed": 0,
-    "target": "211A",
-    "finetune": False,
-    "head_skip": True,
-    "head_width": 8,
-    "unet_width": 8,
-    "unet_levels": 2,
-    "max_epochs": 15,
-    "lr": 3e-3,
-    "batch_size": 8,
-    "patience": 5,
-    "min_flare_class": "C1.0",
-    "n_samples": 3,
-    "bootstrap": 50,
-}
-
-
-def test_image_metrics_by_hand():
-    """ppe10/ppe50, Pearson r, RMSE and flux differences over the masked pixels only."""
-    mask = np.array([[True, True], [True, False]])
-    truth = np.array([[[10.0, 20.0], [40.0, 1e6]], [[1.0, 2.0], [3.0, 5.0]]])
-    pred = np.array([[[10.5, 30.0], [40.0, 0.0]], [[1.0, 2.0], [3.0, 7.0]]])
-    m = image_metrics(pred, truth, mask)
-    assert m.shape == (2, len(METRICS))
-    # Image 0 on the disk: truth (10, 20, 40), pred (10.5, 30, 40); relative errors 5 %, 50 %, 0.
-    t, p = np.array([10.0, 20.0, 40.0]), np.array([10.5, 30.0, 40.0])
-    expected = [
-        2 / 3,
-        2 / 3,  # 50 % is not below 50 %
-        np.corrcoef(p, t)[0, 1],
-        np.sqrt(np.mean((p - t) ** 2)),
-        (p.sum() - t.sum()) / t.sum(),
-        abs(p.sum() - t.sum()) / t.sum(),
-    ]
-    np.testing.assert_allclose(m[0], expected)
-    # Image 1 is perfect on the disk; the off-disk pixel (5 vs 7) does not count.
-    np.testing.assert_allclose(m[1], [1, 1, 1, 0, 0, 0], atol=1e-12)
-    # A constant prediction has no correlation (NaN), and a zero truth pixel is a miss.
-    flat = image_metrics(np.ones((1, 2, 2)), np.array([[[0.0, 1.0], [2.0, 3.0]]]), mask)
-    assert np.isnan(flat[0, METRICS.index("correlation")])
-    assert flat[0, METRICS.index("ppe50")] == pytest.approx(1 / 3)
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "missing_channel.ipynb"
+CONTROLS = {"fm_head": "fm", "random_init": "control"}
+KINDS = CONTROLS | {"paper": "paper", "persistence": "persistence", "climatology": "trivial"}
 
 
 def test_flaring_times():
@@ -86,200 +41,172 @@ def test_flaring_times():
     )
     times = pd.to_datetime(
         [
-            "2011-01-01T10:00",  # at the start of the C1.0
-            "2011-01-01T11:00",  # at its end
-            "2011-01-01T11:01",  # after it
-            "2011-01-02T10:30",  # inside the B9.9 only
-            "2011-01-03T10:30",  # inside the unclassified M2
+            "2011-01-01T10:00",
+            "2011-01-01T11:00",
+            "2011-01-01T11:01",
+            "2011-01-02T10:30",
+            "2011-01-03T10:30",
         ]
     )
-    got = flaring_times(times, flares, "C1.0")
-    np.testing.assert_array_equal(got, [True, True, False, False, True])
+    np.testing.assert_array_equal(flaring_times(times, flares, "C1.0"), [1, 1, 0, 0, 1])
     assert not flaring_times(times, flares, "X1.0").any()
     assert not flaring_times(times, flares.iloc[:0], "C1.0").any()
 
 
-def test_networks_keep_the_image_size():
-    """The U-Net and the token decoder both return one full-resolution image."""
-    x = torch.randn(2, 5, 32, 32)
-    assert UNet(5, width=4, levels=3)(x).shape == (2, 1, 32, 32)
-    tokens = torch.randn(2, 24, 4, 4)
+def test_token_decoder_keeps_the_image_size():
+    """Tokens (with or without the full-resolution images) give one full-resolution image."""
+    tokens, images = torch.randn(2, 24, 4, 4), torch.randn(2, 5, 32, 32)
     assert TokenDecoder(24, 8, width=4)(tokens).shape == (2, 1, 32, 32)
-    assert TokenDecoder(24, 8, width=4, skip_chans=5)(tokens, x).shape == (2, 1, 32, 32)
+    assert TokenDecoder(24, 8, width=4, skip_chans=5)(tokens, images).shape == (2, 1, 32, 32)
+
+
+def _task(task_inputs, tiny_config, **change) -> MissingChannel:
+    block = copy.deepcopy(tiny_config["benchmarks"]["missing_channel"]) | change
+    params = validate_block(block, "benchmarks", "missing_channel")
+    return MissingChannel(Context.open(task_inputs, params | {"protocol": tiny_config["protocol"]}))
 
 
 @pytest.fixture(scope="module")
-def benchmark(tmp_path_factory, task_inputs):
-    """Run the task once on the shared tiny backbone."""
-    out = tmp_path_factory.mktemp("missing_channel") / "out"
-    result = run(task_inputs, out, dict(PARAMS))
-    return {"out": out, "result": result}
+def benchmark(tmp_path_factory, tiny_config, task_inputs):
+    """Run the task once on the tiny Sun and its backbone."""
+    out = tmp_path_factory.mktemp("missing_channel")
+    return {"out": out, "result": run_tiny_task("missing_channel", tiny_config, task_inputs, out)}
 
 
-def _rows(dataset):
+def _rows(dataset, split):
     ds = open_dataset(dataset)
-    split = ds.split.values
-    return ds, {s: np.flatnonzero(ds.valid.values & (split == s)) for s in ("train", "val", "test")}
+    return ds, np.flatnonzero(ds.valid.values & (ds.split.values == split))
 
 
-def test_metrics_json(benchmark, dataset, task_inputs):
-    """The contract: splits, every model with every metric and CIs, headline, anchor, provenance."""
-    metrics = json.loads((benchmark["out"] / "metrics.json").read_text())
-    _, rows = _rows(dataset)
-    assert metrics["task"] == "missing_channel" and metrics["target"] == "211A"
-    assert "211A" not in metrics["inputs"] and len(metrics["inputs"]) == 8
-    assert metrics["split"] == {s: len(r) for s, r in rows.items()}
-    assert set(metrics["split_ranges"]) == {"train", "val", "test"}
-    head = metrics["headline"]
-    assert head["metric"] == "correlation" and head["higher_is_better"] is True
-    assert set(metrics["models"]) == set(MODELS)
-    for name in MODELS:
-        assert list(metrics["models"][name]) == list(METRICS)
-        for key, entry in metrics["models"][name].items():
-            lo, hi = entry["ci95"]
-            assert lo <= hi, (name, key)
-        corr = metrics["models"][name]["correlation"]
-        assert corr["ci95"][0] <= corr["value"] <= corr["ci95"][1]
-        assert -1 <= corr["value"] <= 1
-    diff = metrics["fm_head_minus_baseline"]["correlation"]
-    fm, base = (metrics["models"][m]["correlation"]["value"] for m in ("fm_head", "baseline"))
-    assert diff["value"] == pytest.approx(fm - base)
-    assert "real SDO data" in metrics["published_anchor"]["source"]
-    prov = metrics["provenance"]
-    assert prov["config_hash"] == config_hash(PARAMS)
-    assert prov["checkpoint_sha256"] == file_sha256(task_inputs.checkpoint)
-    assert prov["embeddings_checkpoint_sha256"] == prov["checkpoint_sha256"]
-
-
-def test_predictions_match_metrics(benchmark, dataset):
-    """predictions.csv: one row per test time and model whose means are the reported metrics."""
-    table = pd.read_csv(benchmark["out"] / "predictions.csv", parse_dates=["time"])
-    assert list(table.columns) == ["time", "model", *METRICS, "flaring"]
-    ds, rows = _rows(dataset)
-    models = benchmark["result"]["models"]
-    for name in MODELS:
-        part = table[table.model == name]
-        assert (part.time.to_numpy() == ds.time.values[rows["test"]]).all()
-        for key in METRICS:
-            assert part[key].mean() == pytest.approx(models[name][key]["value"], rel=1e-9)
-    flares = benchmark["result"]["flare_times"]
-    assert flares["count"] == int(table[table.model == "fm_head"].flaring.sum())
-    assert (flares["models"] is None) == (flares["count"] == 0)
+def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
+    """metrics.json validates; every arm with its kind (no oracle: no noise-free images)."""
+    result = read_result(benchmark["out"] / "metrics.json")
+    assert {a: v["kind"] for a, v in result["arms"].items()} == KINDS
+    assert result["headline"]["metric"] == "pixel_correlation"
+    seeds = len(tiny_config["protocol"]["seeds"])
+    for arm, info in result["arms"].items():
+        assert (
+            info["seeds"] == (1 if arm in ("persistence", "climatology") else seeds) and seeds >= 3
+        )
+        corr = info["metrics"]["pixel_correlation"]
+        assert corr["ci"][0] <= corr["value"] <= corr["ci"][1] and -1 <= corr["value"] <= 1
+    for s in ("train", "val", "test"):
+        assert result["split"][s] == len(_rows(dataset, s)[1])
+    pred = pd.read_csv(benchmark["out"] / "predictions.csv")
+    assert set(pred.arm) == set(KINDS) and set(pred.split) == {"val", "test"}
 
 
 def test_climatology_recomputed_from_the_store(benchmark, dataset):
-    """The climatology row, recomputed from the physical images and the disk mask by hand."""
-    ds, rows = _rows(dataset)
+    """The climatology's scores, recomputed from the physical images and the disk by hand."""
+    ds, train = _rows(dataset, "train")
+    _, test = _rows(dataset, "test")
     images = ds.images.sel(channel="211A").values.astype(np.float64)
-    clim = images[rows["train"]].mean(axis=0)
     mask = disk_mask(images.shape[-1], ds.attrs.get("rsun_px"))
-    truth = images[rows["test"]]
-    r = [np.corrcoef(clim[mask], t[mask])[0, 1] for t in truth]
-    rmse = [np.sqrt(np.mean((clim[mask] - t[mask]) ** 2)) for t in truth]
-    table = pd.read_csv(benchmark["out"] / "predictions.csv")
-    part = table[table.model == "climatology"]
-    np.testing.assert_allclose(part.correlation, r, rtol=1e-6)
-    np.testing.assert_allclose(part.rmse, rmse, rtol=1e-6)
-    # On the synthetic Sun the images carry the target channel's structure: the learned models
-    # must reconstruct it better than the mean image, even after a few epochs.
-    models = benchmark["result"]["models"]
-    best = max(
-        models["baseline"]["correlation"]["value"], models["fm_head"]["correlation"]["value"]
+    clim = images[train].mean(axis=0)[mask]
+    truth = images[test][:, mask]
+    metrics = benchmark["result"]["arms"]["climatology"]["metrics"]
+    r = np.mean([np.corrcoef(clim, t)[0, 1] for t in truth])
+    assert metrics["pixel_correlation"]["value"] == pytest.approx(r, rel=1e-6)
+    assert metrics["rmse"]["value"] == pytest.approx(
+        np.sqrt(((truth - clim) ** 2).mean(axis=1)).mean()
     )
-    assert best > models["climatology"]["correlation"]["value"]
+    ppe10 = (np.abs(clim - truth) / truth < 0.1).mean(axis=1).mean()
+    assert metrics["ppe10"]["value"] == pytest.approx(ppe10)
+    # The synthetic images carry the target's structure: the U-Net must beat the mean image.
+    paper = benchmark["result"]["arms"]["paper"]["metrics"]["pixel_correlation"]["value"]
+    assert paper > metrics["pixel_correlation"]["value"]
+
+
+def test_persistence_uses_the_previous_image_never_its_own(task_inputs, tiny_config):
+    """Each test image is predicted by the target's image at the previous usable time step
+    (earlier in time, whatever its split), and changing an image never changes its own forecast."""
+    task = _task(task_inputs, tiny_config)
+    s = task.samples()
+    test = s.where("test")
+    train = {k: s.where(k) for k in ("train", "val")}
+    arm = task.arms(s)["persistence"]
+    assert (arm.kind, arm.seeded) == ("persistence", False)
+    pred = arm.train(Fit(train, s.y, 0, torch.device("cpu")))(test)
+    np.testing.assert_array_equal(pred, s.y[test - 1])
+    assert (s.times[test - 1] < s.times[test]).all() and s.split[test[0] - 1] != "test"
+    assert not np.isclose(pred, s.y[test]).all(axis=1).any()
+    y = s.y.copy()
+    y[test[5]] = 1e9  # the truth of one test image: its own forecast must not move
+    moved = arm.train(Fit(train, y, 0, torch.device("cpu")))(test)
+    np.testing.assert_array_equal(moved[5], pred[5])
+    assert (moved[6] == 1e9).all()  # the next image's forecast is that image
+
+
+def test_finetune_trains_a_copy_of_the_backbone(task_inputs, tiny_config):
+    """finetune trains the backbone with the decoder, on a copy: the backbone every other fit
+    (seeds, grid points, the frozen tokens) uses is left as it was."""
+    task = _task(task_inputs, tiny_config, finetune=True, max_epochs=1)
+    s = task.samples()
+    net = task.ctx.pretrained.net
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arm = task.fm_arm(task.ctx.pretrained)
+    fit = Fit({k: s.where(k) for k in ("train", "val")}, s.y, 0, torch.device("cpu"))
+    pred = arm.train(fit)(s.where("test"))
+    assert "fine-tuned" in arm.description and np.isfinite(pred).all()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+
+
+def test_flare_subset(task_inputs, tiny_config, dataset, tmp_path):
+    """A listed C flare over three test frames: those images are scored apart in ``extra``."""
+    ds, test_rows = _rows(dataset, "test")
+    t = ds.time.values[test_rows]
+    events = tmp_path / "events"
+    shutil.copytree(task_inputs.events, events)
+    flare = {"start": [pd.Timestamp(t[0]) - pd.Timedelta("1h")], "peak": [pd.Timestamp(t[1])]}
+    flare |= {"end": [pd.Timestamp(t[2]) + pd.Timedelta("1h")], "goes_class": ["C5.0"]}
+    flare |= {"peak_flux": [5e-6], "lat": [np.nan], "lon": [np.nan], "noaa_ar": [0]}
+    pd.DataFrame(flare).to_csv(events / "flares.csv", index=False)
+    task = _task(dataclasses.replace(task_inputs, events=events), tiny_config)
+    s = task.samples()
+    test = s.where("test")
+    fake = {"a": [s.y * 1.2], "b": [s.y + 1.0, s.y + 3.0]}
+    info = task.extra(s, fake)["flare_times"]
+    assert info["count"] == 3 and info["min_class"] == "C1.0"
+    assert info["metrics"]["a"]["ppe10"] == 0.0  # 20 % off everywhere
+    assert info["metrics"]["a"]["pixel_correlation"] == pytest.approx(1.0)
+    fl = test[:3]
+    rmse = np.mean([np.sqrt(((s.y[fl] + d - s.y[fl]) ** 2).mean()) for d in (1.0, 3.0)])
+    assert info["metrics"]["b"]["rmse"] == pytest.approx(rmse)
 
 
 def test_samples_file(benchmark, dataset):
-    """samples.nc: test images in DN/s, each model's prediction, and pixel histograms."""
-    ds, rows = _rows(dataset)
+    """samples.nc: test images in DN/s on the disk, every arm's, and the pixel histograms."""
+    ds, test = _rows(dataset, "test")
     with xr.open_dataset(benchmark["out"] / "samples.nc") as s:
         s = s.load()
-    assert list(s.model.values) == list(MODELS)
-    assert 1 <= s.sizes["sample"] <= PARAMS["n_samples"]
-    times = ds.time.values[rows["test"]]
-    k = np.searchsorted(times, s.time.values)
-    np.testing.assert_array_equal(times[k], s.time.values)
-    truth = ds.images.sel(channel="211A").values[rows["test"]][k]
-    np.testing.assert_allclose(s.truth.values, truth, rtol=1e-6)
-    clim = ds.images.sel(channel="211A").values[rows["train"]].astype(np.float64).mean(axis=0)
-    np.testing.assert_allclose(s.prediction.sel(model="climatology").values[0], clim, rtol=1e-5)
+    assert list(s.arm.values) == list(KINDS)
+    k = np.searchsorted(ds.time.values[test], s.time.values)
+    truth = ds.images.sel(channel="211A").values[test][k]
     mask = disk_mask(truth.shape[-1], s.attrs["rsun_px"])
-    n_disk = int(mask.sum()) * len(rows["test"])
-    assert (s.hist.sum(dim=("true_bin", "pred_bin")).values == n_disk).all()
-    assert s.attrs["channel"] == "211A" and s.attrs["units"] == "DN/s"
+    np.testing.assert_allclose(s.truth.values[:, mask], truth[:, mask], rtol=1e-6)
+    assert np.isnan(s.truth.values[:, ~mask]).all()
+    assert (s.hist.sum(dim=("true_bin", "pred_bin")).values == mask.sum() * len(test)).all()
 
 
-@pytest.mark.parametrize("target", ["Bz", "999A"])
-def test_bad_target_is_a_clear_error(tmp_path, task_inputs, target):
-    """A target that is not an AIA channel of the store stops before anything is written."""
-    with pytest.raises(SdofmError, match="not an AIA channel"):
-        run(task_inputs, tmp_path / "out", dict(PARAMS, target=target))
-    assert not (tmp_path / "out" / "metrics.json").exists()
-
-
-def test_missing_flare_list_is_a_clear_error(tmp_path, task_inputs):
-    """An event folder without flares.csv stops the task before training, nothing written."""
-    events = tmp_path / "events"
-    events.mkdir()
-    inputs = TaskInputs(task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, events)
-    with pytest.raises(SdofmError, match="no flares.csv"):
-        run(inputs, tmp_path / "out", dict(PARAMS))
-    assert not (tmp_path / "out").exists()
-
-
-def test_finetune_and_flare_times(tmp_path, task_inputs, dataset):
-    """Fine-tuning changes the FM head; a listed C flare over the test period is counted."""
-    ds, rows = _rows(dataset)
-    test_times = ds.time.values[rows["test"]]
-    events = tmp_path / "events"
-    shutil.copytree(task_inputs.events, events)
-    flares = pd.DataFrame(
-        {
-            "start": [pd.Timestamp(test_times[0]) - pd.Timedelta("1h")],
-            "peak": [pd.Timestamp(test_times[0])],
-            "end": [pd.Timestamp(test_times[2]) + pd.Timedelta("1h")],  # three test frames
-            "goes_class": ["C5.0"],
-            "peak_flux": [5e-6],
-            "lat": [np.nan],
-            "lon": [np.nan],
-            "noaa_ar": [0],
-        }
-    )
-    flares.to_csv(events / "flares.csv", index=False)
-    inputs = TaskInputs(
-        task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, events, None
-    )
-    params = dict(PARAMS, finetune=True, max_epochs=1, bootstrap=10)
-    result = run(inputs, tmp_path / "out", params)
-    assert result["flare_times"]["count"] == 3
-    fl = result["flare_times"]["models"]
-    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
-    part = table[(table.model == "baseline") & table.flaring]
-    assert len(part) == 3
-    assert fl["baseline"]["correlation"]["value"] == pytest.approx(part.correlation.mean())
-    frozen = run(inputs, tmp_path / "frozen", dict(params, finetune=False))
-    assert (
-        result["models"]["fm_head"]["rmse"]["value"] != frozen["models"]["fm_head"]["rmse"]["value"]
-    )
-    # The baseline does not depend on the backbone: identical either way.
-    assert result["models"]["baseline"] == frozen["models"]["baseline"]
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [({"target": "Bz"}, "target"), ({"unet_levels": 9}, "unet_levels"), ({"lr": 0.1}, "lr")],
+)
+def test_bad_config_is_refused(change, key):
+    """The schema refuses a bad block in one line naming the key, before anything runs."""
+    with pytest.raises(SdofmError, match=key) as err:
+        validate_block(change, "benchmarks", "missing_channel")
+    assert "\n" not in str(err.value)
 
 
 def test_report_renders(benchmark, tmp_path):
-    """The notebook runs on the tiny outputs without an error and gives an HTML page."""
-    executed, html = tmp_path / "report.ipynb", tmp_path / "report.html"
-    render_report(
-        ROOT / "notebooks" / "missing_channel.ipynb",
-        executed,
-        html,
-        {
-            "metrics_path": str(benchmark["out"] / "metrics.json"),
-            "predictions_path": str(benchmark["out"] / "predictions.csv"),
-        },
-    )
-    nb = nbformat.read(executed, as_version=4)
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
-    ]
-    assert not errors
-    assert html.exists() and html.stat().st_size > 10_000
+    """The notebook runs on the task's outputs without errors and gives an HTML report."""
+    out = benchmark["out"]
+    names = {"metrics": "metrics.json", "predictions": "predictions.csv", "samples": "samples.nc"}
+    params = {f"{k}_path": str(out / f) for k, f in names.items()}
+    render_report(NOTEBOOK, tmp_path / "report.ipynb", tmp_path / "report.html", params)
+    nb = nbformat.read(tmp_path / "report.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert (tmp_path / "report.html").stat().st_size > 10_000

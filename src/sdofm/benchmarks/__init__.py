@@ -5,11 +5,16 @@ the runner owns the protocol. Register it in `TASKS`, give it a block under ``be
 the config and the schema, and a notebook ``notebooks/<task>.ipynb``.
 """
 
+from sdofm.benchmarks.autocalibration import Autocalibration
 from sdofm.benchmarks.f107 import F107
 from sdofm.benchmarks.flare_forecast import FlareForecast
 from sdofm.benchmarks.label_efficiency import LabelEfficiency
+from sdofm.benchmarks.missing_channel import MissingChannel
 from sdofm.benchmarks.virtual_eve import VirtualEVE
 
 __all__ = ["TASKS"]
 
-TASKS = {task.name: task for task in (VirtualEVE, FlareForecast, F107, LabelEfficiency)}
+TASKS = {
+    task.name: task
+    for task in (VirtualEVE, FlareForecast, F107, LabelEfficiency, MissingChannel, Autocalibration)
+}

@@ -6,7 +6,7 @@
 - `ResidualCNN`: the CNN that corrects the linear model's residual (Szenicer et al. 2019) and, as
   a from-scratch regressor, the label-efficiency baseline;
 - `DimmingCNN`: the auto-calibration CNN, single- and multi-channel (Dos Santos et al. 2021,
-  A&A 648, A53); `dimming_ratio`: that paper's non-ML baseline;
+  A&A 648, A53); `dimming_ratio` (`quiet_sun_mask`, `quiet_sun_mode`): its non-ML baseline;
 - `UNet`: the missing-channel model (Salvatelli et al. 2019, 2022);
 - `FlareResNet`: a ResNet of the family Pandey et al. (2023) use on full-disk magnetograms;
 - `ridge_on_val`: ridge regression with its penalty chosen on validation rows;
@@ -35,6 +35,8 @@ __all__ = [
     "disk_features",
     "flare_persistence",
     "goes_persistence",
+    "quiet_sun_mask",
+    "quiet_sun_mode",
     "ridge_on_val",
 ]
 
@@ -125,35 +127,71 @@ class ResidualCNN(nn.Module):
         return out + base[0] if base else out
 
 
-def dimming_ratio(dimmed: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """The non-ML baseline of Dos Santos et al. (2021): α̂ = mean(dimmed) / mean(reference).
+def quiet_sun_mask(bz: np.ndarray, *, gauss: float = 5.0) -> np.ndarray:
+    """The quiet Sun of Dos Santos et al. (2021): the central half of the image (away from the
+    limb) where HMI |Bz| <= ``gauss``. ``bz`` (N, H, W) in G; NaN is not quiet."""
+    h, w = bz.shape[-2:]
+    central = np.zeros((h, w), bool)
+    central[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = True
+    return central & (np.abs(np.nan_to_num(bz, nan=np.inf)) <= gauss)
 
-    ``dimmed`` (N, C, H, W) physical images; ``reference`` (C,) the mean intensity of each
-    channel over the undimmed training images. Clipped to [0, 1], the range of α.
+
+def quiet_sun_mode(images: np.ndarray, quiet: np.ndarray, *, floor: float = 0.1) -> np.ndarray:
+    """The most probable quiet-Sun intensity of each image and channel (Dos Santos et al. 2021).
+
+    A log-normal fitted by maximum likelihood (location 0, as ``scipy.stats.lognorm.fit`` with
+    ``floc=0``) to the pixels of ``quiet`` at or above ``floor`` (DN/s); its mode is
+    exp(μ − σ²) with μ, σ the mean and standard deviation of their logarithm.
+    ``images`` (N, C, H, W) physical, ``quiet`` (N, H, W) bool -> (N, C); NaN with < 2 pixels.
     """
-    mean = np.nanmean(np.asarray(dimmed, np.float64), axis=(2, 3))
-    return np.clip(mean / reference[None], 0.0, 1.0)
+    x = np.asarray(images, np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.asarray(quiet, bool)[:, None] & (x >= floor)
+    n = ok.sum(axis=(2, 3))
+    log = np.log(np.where(ok, x, 1.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = log.sum(axis=(2, 3)) / n
+        var = (((log - mu[..., None, None]) * ok) ** 2).sum(axis=(2, 3)) / n
+    return np.where(n >= 2, np.exp(mu - var), np.nan)
+
+
+def dimming_ratio(
+    dimmed: np.ndarray, quiet: np.ndarray, reference: np.ndarray, *, floor: float = 0.1
+) -> np.ndarray:
+    """The non-ML baseline of Dos Santos et al. (2021): α̂ = mode(dimmed) / mode(reference).
+
+    ``quiet_sun_mode`` of the dimmed images (N, C, H, W) over ``reference`` (C,), the quiet-Sun
+    mode of undimmed images. The paper (and its code, spaceml-org/expanding-sdo-capabilities,
+    ``notebooks/baselines/Baseline_autocalib_corrected.ipynb``) takes the quiet Sun as the
+    central half of the disk where HMI |Bz| <= 5 G and one reference image at the start. An
+    image with no quiet-Sun pixel above ``floor`` gets 0; α̂ is clipped to [0, 1].
+    """
+    ratio = quiet_sun_mode(dimmed, quiet, floor=floor) / np.asarray(reference)[None]
+    return np.clip(np.nan_to_num(ratio, nan=0.0), 0.0, 1.0)
 
 
 class DimmingCNN(nn.Module):
-    """Dos Santos et al. (2021): (conv → ReLU → max-pool) twice, dense, sigmoid; α per channel.
+    """Dos Santos et al. (2021): (3×3 conv → ReLU → 3×3 max-pool) twice, dense, sigmoid.
 
-    ``groups=1`` is the multi-channel model; ``groups=channels`` gives independent single-channel
-    models (grouped convolutions and a block-diagonal dense layer: no channel sees another).
+    As the paper's code (model version 6, 64 and 128 filters, unpadded convolutions) on the
+    full-disk image. ``groups=1`` is the multi-channel model; ``groups=channels`` gives
+    independent single-channel models (grouped convolutions and a block-diagonal dense layer:
+    no channel sees another).
     """
 
     def __init__(self, channels: int, size: int, *, groups: int = 1, filters=(64, 128)):
         super().__init__()
         f1, f2 = filters
         self.features = nn.Sequential(
-            nn.Conv2d(channels, f1 * groups, 3, padding=1, groups=groups),
+            nn.Conv2d(channels, f1 * groups, 3, groups=groups),
             nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(f1 * groups, f2 * groups, 3, padding=1, groups=groups),
+            nn.MaxPool2d(3),
+            nn.Conv2d(f1 * groups, f2 * groups, 3, groups=groups),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.MaxPool2d(3),
         )
-        n_in, n_out = f2 * (size // 4) ** 2, channels // groups
+        side = ((size - 2) // 3 - 2) // 3
+        n_in, n_out = f2 * side**2, channels // groups
         self.groups = groups
         bound = n_in**-0.5  # nn.Linear's initialisation, per group
         self.weight = nn.Parameter(torch.empty(groups, n_in, n_out).uniform_(-bound, bound))

@@ -5,7 +5,7 @@
 - `predict`: batched inference on the device, numpy out.
 - `make_head`: a linear or MLP head, with the training rows' standardisation built in.
 - `BackboneHead`: backbone + head in one module, frozen or fine-tuned, on the pooled embedding
-  or on the token grid.
+  or on the token grid; `TokenDecoder`: a head from the token grid to a full-resolution image.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "BackboneHead",
     "Standardise",
     "TargetScaler",
+    "TokenDecoder",
     "balanced_bce",
     "fit",
     "make_head",
@@ -103,6 +104,30 @@ class BackboneHead(nn.Module):
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
             z = pooled(self.net, x) if self.pool == "embedding" else self.net.tokens(x)
         return self.head(z, *extra)
+
+
+class TokenDecoder(nn.Module):
+    """Token grid (B, D, g, g) [+ images (B, C, g·p, g·p)] -> one image (B, 1, g·p, g·p).
+
+    Each token becomes a p×p patch of ``width`` features (1×1 convolutions, pixel shuffle);
+    with ``skip_chans`` the full-resolution images are concatenated before two last
+    convolutions, so the output is not limited to the patch size.
+    """
+
+    def __init__(self, dim: int, patch: int, *, width: int = 16, skip_chans: int = 0):
+        super().__init__()
+        self.expand = nn.Sequential(
+            nn.Conv2d(dim, 128, 1),
+            nn.GELU(),
+            nn.Conv2d(128, width * patch * patch, 1),
+            nn.PixelShuffle(patch),
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width + skip_chans, width, 3, padding=1), nn.GELU(), nn.Conv2d(width, 1, 1)
+        )
+
+    def forward(self, tokens: torch.Tensor, *images: torch.Tensor) -> torch.Tensor:
+        return self.fuse(torch.cat([self.expand(tokens), *images], dim=1))
 
 
 def _batch(x: Inputs, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, ...]:

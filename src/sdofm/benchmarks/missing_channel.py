@@ -1,501 +1,229 @@
 """Missing channel: one AIA channel from the others (Salvatelli et al. 2019, 2022; Lim et al. 2021).
 
-Models, all trained on the same split to predict the normalised target channel (log1p then
-standardised with the training statistics), with a squared error on the solar disk only:
-- ``fm_head``: the backbone sees every channel normalised as usual except the target, which is
-  set to 0 (its training mean); a decoder turns the patch-token grid ``net.tokens(x)`` into a
-  full-resolution image (1x1 convolutions, then pixel shuffle by the patch size), optionally
-  concatenated with the other AIA channels at full resolution (``head_skip``) before two last
-  convolutions. The backbone is frozen unless ``finetune`` is set;
-- ``baseline``: the papers' model, a U-Net (encoder-decoder with skip connections) on the
-  other AIA channels;
-- ``climatology``: the per-pixel training mean of the target channel, in DN/s.
-Metrics on disk pixels, in DN/s after inverting the normalisation, per test image then
-averaged over test images with bootstrap CIs: ppe10 / ppe50 (fraction of pixels with relative
-error below 10 % / 50 %), pixel Pearson correlation (the headline), RMSE, and the relative
-difference of the total disk flux; the same restricted to test times inside a flare.
+A sample is a time step, its target the withheld channel's image on the disk (DN/s); trained arms
+learn it normalised (log1p, standardised) with a squared error on the disk. Arms (the runner adds
+the random-init control): ``fm_head``, a decoder of the backbone's token grid computed with the
+target withheld (set to its training mean), with ``head_skip`` also given the other AIA channels
+at full resolution (frozen tokens computed once; ``finetune`` trains the backbone with it);
+``paper``, the papers' U-Net on the other AIA channels; ``persistence``, the target's image at the
+previous usable time step (taken before, never the one predicted); ``climatology``, the per-pixel
+training mean. Metrics per test image on the disk, averaged: pixel correlation (headline), ppe10
+and ppe50 (pixels within 10 % / 50 %), RMSE, relative error of the disk-integrated flux.
+``extra``: the same on the test images taken inside a listed flare.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from torch import nn
-from torch.nn import functional as F
 
 from sdofm import SdofmError
-from sdofm.benchmarks.common import (
-    TaskInputs,
-    bootstrap_ci,
-    ci,
-    fit,
-    provenance,
-    split_rows,
-    write_outputs,
-)
+from sdofm.benchmarks.baselines import UNet
+from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, predict
+from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
+from sdofm.benchmarks.metrics import relative_flux_difference as flux_error
+from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser, disk_mask
-from sdofm.io import atomic_output
 from sdofm.sources.events import goes_class_to_flux, read_flare_list
 from sdofm.sources.sdoml import AIA_CHANNELS
 
-__all__ = ["METRICS", "TokenDecoder", "UNet", "flaring_times", "image_metrics", "run"]
-
-AIA = AIA_CHANNELS
-METRICS = ("ppe10", "ppe50", "correlation", "rmse", "flux_diff", "abs_flux_diff")
-MODELS = ("fm_head", "baseline", "climatology")
-
-
-def image_metrics(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-image metrics on the ``mask`` pixels: (N, H, W) twice -> (N, len(METRICS)).
-
-    Columns follow `METRICS`: fraction of pixels with |pred − truth| / truth below 0.1 and 0.5,
-    Pearson correlation over pixels (NaN if either image is constant), root-mean-square error,
-    signed and absolute relative difference of the summed flux, (Σpred − Σtruth) / Σtruth.
-    """
-    p = pred[:, mask].astype(np.float64)
-    t = truth[:, mask].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = np.abs(p - t) / np.abs(t)  # a zero truth pixel counts as a miss
-        pc, tc = p - p.mean(axis=1, keepdims=True), t - t.mean(axis=1, keepdims=True)
-        denom = np.sqrt((pc**2).sum(axis=1) * (tc**2).sum(axis=1))
-        corr = np.where(denom > 0, (pc * tc).sum(axis=1) / denom, np.nan)
-        flux = (p.sum(axis=1) - t.sum(axis=1)) / t.sum(axis=1)
-    return np.stack(
-        [
-            (rel < 0.1).mean(axis=1),
-            (rel < 0.5).mean(axis=1),
-            corr,
-            np.sqrt(((p - t) ** 2).mean(axis=1)),
-            flux,
-            np.abs(flux),
-        ],
-        axis=1,
-    )
+__all__ = ["MissingChannel", "flaring_times"]
 
 
 def flaring_times(times: np.ndarray, flares: pd.DataFrame, min_class: str) -> np.ndarray:
     """Whether each time lies within [start, end] of a listed flare of at least ``min_class``."""
-    if flares.empty:
-        return np.zeros(len(times), bool)
-    size = np.array(
-        [
-            goes_class_to_flux(c) if isinstance(c, str) and c.strip() else f
-            for c, f in zip(flares["goes_class"], flares["peak_flux"], strict=True)
-        ],
-        dtype=float,
-    )
-    big = flares[size >= goes_class_to_flux(min_class)]
+    pairs = zip(flares["goes_class"], flares["peak_flux"], strict=True)
+    size = [goes_class_to_flux(c) if isinstance(c, str) and c.strip() else f for c, f in pairs]
+    big = flares[np.asarray(size, float) >= goes_class_to_flux(min_class)]
     t = pd.DatetimeIndex(times).to_numpy()[:, None]
     start = big["start"].to_numpy(dtype="datetime64[ns]")[None, :]
     end = big["end"].to_numpy(dtype="datetime64[ns]")[None, :]
     return ((t >= start) & (t <= end)).any(axis=1)
 
 
-def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(),
-        nn.Conv2d(c_out, c_out, 3, padding=1),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(),
+class MissingChannel(Task):
+    name = "missing_channel"
+    title = "Missing channel: one AIA channel reconstructed from the others"
+    description = (
+        "The withheld AIA channel's image from the other AIA channels of the same time step; "
+        "per-image scores on the solar disk (DN/s), averaged over the test images"
     )
-
-
-class UNet(nn.Module):
-    """U-Net: ``levels`` poolings, widths width·2^k, transposed-conv upsampling, skip concat."""
-
-    def __init__(self, in_chans: int, out_chans: int = 1, *, width: int = 16, levels: int = 3):
-        super().__init__()
-        self.down, c = nn.ModuleList(), in_chans
-        for k in range(levels):
-            self.down.append(_conv_block(c, width * 2**k))
-            c = width * 2**k
-        self.bottom = _conv_block(c, 2 * c)
-        c *= 2
-        self.up, self.dec = nn.ModuleList(), nn.ModuleList()
-        for k in reversed(range(levels)):
-            w = width * 2**k
-            self.up.append(nn.ConvTranspose2d(c, w, 2, stride=2))
-            self.dec.append(_conv_block(2 * w, w))
-            c = w
-        self.out = nn.Conv2d(c, out_chans, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, out, H, W)
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = F.max_pool2d(x, 2)
-        x = self.bottom(x)
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips), strict=True):
-            x = dec(torch.cat([up(x), skip], dim=1))
-        return self.out(x)
-
-
-class TokenDecoder(nn.Module):
-    """Patch tokens (B, D, g, g) [+ images (B, C, g·p, g·p)] -> one image (B, 1, g·p, g·p).
-
-    Each token is mapped (1x1 convolutions) to a p×p patch of ``width`` features, laid out at full
-    resolution by pixel shuffle; with ``skip_chans`` the full-resolution images are concatenated
-    before two last convolutions, so the head is not limited to the patch size.
-    """
-
-    def __init__(
-        self, dim: int, patch: int, *, width: int = 16, hidden: int = 128, skip_chans: int = 0
-    ):
-        super().__init__()
-        self.expand = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1),
-            nn.GELU(),
-            nn.Conv2d(hidden, width * patch * patch, 1),
-            nn.PixelShuffle(patch),
-        )
-        self.skip_chans = skip_chans
-        self.fuse = nn.Sequential(
-            nn.Conv2d(width + skip_chans, width, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(width, 1, 1),
-        )
-
-    def forward(self, tokens: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.expand(tokens)
-        if self.skip_chans:
-            x = torch.cat([x, images], dim=1)
-        return self.fuse(x)
-
-
-class _FMHead(nn.Module):
-    """The decoder on the backbone's tokens; ``backbone`` None means the tokens come precomputed."""
-
-    def __init__(self, decoder: TokenDecoder, backbone: nn.Module | None = None):
-        super().__init__()
-        self.decoder, self.backbone = decoder, backbone
-
-    def forward(self, x: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        tokens = x if self.backbone is None else self.backbone.tokens(x)
-        return self.decoder(tokens, images)
-
-
-class _ByRow(nn.Module):
-    """Lets `fit` train a model on row numbers: its inputs are looked up in tensors kept out of
-    the state dict (so early stopping does not copy the data with every best state)."""
-
-    def __init__(self, model: nn.Module, *tables: torch.Tensor):
-        super().__init__()
-        self.model, self._tables = model, tables
-
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.model(*(t[rows] for t in self._tables))
-
-
-def _disk_loss(mask: np.ndarray):
-    """Mean squared error over the disk pixels, (B, 1, H, W) each."""
-    m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    n = float(m.sum())
-
-    def loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return (((pred - target) ** 2) * m).sum() / (n * len(pred))
-
-    return loss
-
-
-@torch.no_grad()
-def _predict(model: nn.Module, *inputs: torch.Tensor, batch: int = 64) -> np.ndarray:
-    model.eval()
-    parts = [model(*(x[i : i + batch] for x in inputs)) for i in range(0, len(inputs[0]), batch)]
-    return torch.cat(parts)[:, 0].numpy()
-
-
-def _rsun_px(ds: xr.Dataset, size: int) -> float:
-    """Disk radius in pixels: the store's ``rsun_px`` if it records one, else the SDOML scale."""
-    for attrs in (ds.attrs, ds["images"].attrs):
-        if "rsun_px" in attrs:
-            return float(attrs["rsun_px"])
-    return RSUN_ARCSEC / (CDELT_512 * 512 / size)
-
-
-def _check(
-    ds: xr.Dataset, net: nn.Module, hparams: dict[str, Any], params: dict[str, Any]
-) -> tuple[int, list]:
-    """Index of the target channel and of the input AIA channels; errors for unusable input."""
-    channels = [str(c) for c in ds.channel.values]
-    target = params["target"]
-    aia = [c for c in AIA if c in channels]
-    if target not in aia:
-        msg = f"missing_channel: target {target!r} is not an AIA channel of the data set {aia}"
-        raise SdofmError(msg)
-    if str(ds.transform.values[channels.index(target)]) != "log1p":
-        msg = f"missing_channel: target {target!r} is not log1p-normalised in the data set"
-        raise SdofmError(msg)
-    if len(aia) < 2:
-        msg = f"missing_channel: needs at least one AIA channel besides {target!r}, got {aia}"
-        raise SdofmError(msg)
-    if list(hparams.get("channels", channels)) != channels:
-        msg = (
-            f"missing_channel: the backbone was trained on channels {hparams.get('channels')}, "
-            f"the data set has {channels}"
-        )
-        raise SdofmError(msg)
-    size = int(ds.sizes["y"])
-    if not hasattr(net, "tokens") or getattr(net, "img_size", size) != size:
-        msg = (
-            f"missing_channel: the backbone ({hparams.get('backbone')}) must be an image model "
-            f"with a patch-token grid for {size}² images"
-        )
-        raise SdofmError(msg)
-    if size % 2 ** params["unet_levels"]:
-        msg = f"missing_channel: image size {size} is not divisible by 2^unet_levels"
-        raise SdofmError(msg)
-    return channels.index(target), [channels.index(c) for c in aia if c != target]
-
-
-def run(inputs: TaskInputs, out_dir: str | Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Train and evaluate every model; write samples.nc, predictions.csv and metrics.json."""
-    from sdofm.training.pretrain import load_backbone
-
-    ds, emb = inputs.open()
-    net, hparams = load_backbone(inputs.checkpoint)
-    t_idx, others = _check(ds, net, hparams, params)
-    # Read the flare list before any training, so a missing or broken file fails fast.
-    flares = None if inputs.events is None else read_flare_list(inputs.event_file("flares.csv"))
-    size = int(ds.sizes["y"])
-    mask = disk_mask(size, _rsun_px(ds, size))
-
-    # Rows with a valid, finite target on the disk; everything else uses the usual NaN -> 0.
-    candidates = np.flatnonzero(
-        ds.valid.values & np.isin(ds.split.values, ["train", "val", "test"])
+    metrics = (
+        Metric("pixel_correlation", pixel_correlation, True, "pixel correlation", per_row=True),
+        Metric("ppe10", ppe(0.1), True, "pixels within 10 % (ppe10)", per_row=True),
+        Metric("ppe50", ppe(0.5), True, "pixels within 50 % (ppe50)", per_row=True),
+        Metric("rmse", row_rmse, False, "RMSE on the disk (DN/s)", per_row=True),
+        Metric("flux_difference", flux_error, False, "|Δ disk flux| / flux", per_row=True),
     )
-    raw = ds.images.isel(time=candidates).values  # (N, C, H, W) physical
-    finite = np.isfinite(raw[:, t_idx][:, mask]).all(axis=1)
-    usable = np.zeros(ds.sizes["time"], bool)
-    usable[candidates[finite]] = True
-    rows = split_rows(ds, usable, "missing_channel")
-    where = {r: k for k, r in enumerate(candidates)}  # store row -> position in raw
-    pos = {s: torch.tensor([where[r] for r in rs], dtype=torch.long) for s, rs in rows.items()}
-
-    norm = Normaliser(ds)
-    z = torch.from_numpy(norm(raw))
-    y = z[:, [t_idx]]
-    skip = z[:, others].contiguous()
-    z_fm = z.clone()
-    z_fm[:, t_idx] = 0.0  # withheld: the training mean in normalised units
-    del z
-    mean, std = float(norm.mean[t_idx, 0, 0]), float(norm.std[t_idx, 0, 0])
-
-    def to_physical(v: np.ndarray) -> np.ndarray:
-        return np.expm1(v * std + mean)
-
-    loss = _disk_loss(mask)
-    train, val = (pos["train"], y[pos["train"]]), (pos["val"], y[pos["val"]])
-    seed, preds = params["seed"], {}
-    kw = dict(
-        loss_fn=loss,
-        epochs=params["max_epochs"],
-        lr=params["lr"],
-        batch_size=params["batch_size"],
-        patience=params["patience"],
-        seed=seed,
-    )
-
-    # Foundation-model head on the token grid, with the target channel withheld.
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        dim, grid = net.eval().tokens(z_fm[:1]).shape[1:3]
-    decoder = TokenDecoder(
-        dim,
-        size // grid,
-        width=params["head_width"],
-        skip_chans=len(others) if params["head_skip"] else 0,
-    )
-    if params["finetune"]:
-        head, table = _FMHead(decoder, net.train()), z_fm
-    else:
-        for p in net.parameters():
-            p.requires_grad_(False)
-        net.eval()
-        with torch.no_grad():
-            table = torch.cat([net.tokens(z_fm[i : i + 64]) for i in range(0, len(z_fm), 64)])
-        head = _FMHead(decoder)
-    fm = fit(_ByRow(head, table, skip), train, val, **kw)
-    preds["fm_head"] = to_physical(_predict(fm, pos["test"]))
-
-    # Baseline: U-Net on the other AIA channels.
-    torch.manual_seed(seed)
-    unet = UNet(len(others), width=params["unet_width"], levels=params["unet_levels"])
-    unet = fit(_ByRow(unet, skip), train, val, **kw)
-    preds["baseline"] = to_physical(_predict(unet, pos["test"]))
-
-    # Climatology: per-pixel training mean of the target in DN/s.
-    target = raw[:, t_idx]
-    clim = np.nanmean(target[pos["train"].numpy()].astype(np.float64), axis=0)
-    n_test = len(rows["test"])
-    preds["climatology"] = np.broadcast_to(clim, (n_test, size, size))
-    truth = target[pos["test"].numpy()].astype(np.float64)
-
-    # Time of the target channel's frame, for matching flares (nominal time if unknown).
-    times = pd.DatetimeIndex(ds.time.values[rows["test"]])
-    if "frame_time" in ds:
-        ft = pd.DatetimeIndex(ds.frame_time.values[rows["test"], t_idx])
-        times = pd.DatetimeIndex(np.where(ft.isna(), times, ft))
-    min_class = params["min_flare_class"]
-    flaring = np.zeros(n_test, bool) if flares is None else flaring_times(times, flares, min_class)
-
-    per_sample = {m: image_metrics(p, truth, mask) for m, p in preds.items()}
-    result = {
-        "task": "missing_channel",
-        "metric": (
-            f"AIA {params['target']} from the other AIA channels: on-disk pixel correlation, "
-            "ppe10/ppe50, RMSE (DN/s) and relative total-flux difference, mean over test images"
-        ),
-        "target": params["target"],
-        "inputs": [str(ds.channel.values[i]) for i in others],
-        "split": {s: int(len(r)) for s, r in rows.items()},
-        "split_ranges": {
-            s: [str(ds.time.values[r].min()), str(ds.time.values[r].max())]
-            for s, r in rows.items()
-            if len(r)
-        },
-        "models": _summarise(per_sample, np.arange(n_test), params),
-        "headline": {
-            "metric": "correlation",
-            "label": f"pixel Pearson correlation on the disk, AIA {params['target']} (DN/s)",
-            "higher_is_better": True,
-        },
-        "fm_head_minus_baseline": _paired(per_sample, params),
-        "flare_times": {
-            "min_class": min_class,
-            "count": int(flaring.sum()),
-            "models": (
-                _summarise(per_sample, np.flatnonzero(flaring), params) if flaring.any() else None
-            ),
-        },
-        "published_anchor": {
-            "correlation": [0.84, 0.97],
-            "note": (
-                "average on-disk pixel correlation over the nine AIA channels, each translated "
-                "from the best 1 (0.84), 2 (0.95) or 3 (0.97) other channels by a conditional GAN"
-            ),
-            "source": "Lim et al. 2021, ApJL 915 L31 (real SDO data)",
-        },
-        "provenance": provenance(params, checkpoint=inputs.checkpoint),
+    headline = "pixel_correlation"
+    published_anchor = {
+        "source": "Lim et al. 2021, ApJL 915, L31 (real SDO data)",
+        "values": {"pixel_correlation_min": 0.84, "pixel_correlation_max": 0.97},
+        "note": "average on-disk pixel correlation over the nine AIA channels, each from the best "
+        "1 (0.84), 2 (0.95) or 3 (0.97) other channels, by a conditional GAN",
     }
-    result["provenance"]["embeddings_checkpoint_sha256"] = emb.attrs.get("checkpoint_sha256")
 
-    table = pd.concat(
-        [
-            pd.DataFrame(
-                {
-                    "time": ds.time.values[rows["test"]],
-                    "model": name,
-                    **{k: v[:, j] for j, k in enumerate(METRICS)},
-                    "flaring": flaring,
-                }
+    def samples(self) -> Samples:
+        ctx, p, ds = self.ctx, self.params, self.ctx.ds
+        channels, target = ctx.channels, p["target"]
+        aia = [c for c in AIA_CHANNELS if c in channels]
+        if target not in aia or len(aia) < 2 or ctx.hp.get("frames", 1) > 1:
+            msg = (
+                f"missing_channel: target {target!r} must be one of at least two AIA channels of "
+                f"the store {aia}, for a single-frame backbone (frames: {ctx.hp.get('frames', 1)})"
             )
-            for name, v in per_sample.items()
-        ],
-        ignore_index=True,
-    )
-    _write_samples(
-        Path(out_dir) / "samples.nc",
-        truth,
-        preds,
-        mask,
-        ds.time.values[rows["test"]],
-        flaring,
-        params,
-        rsun_px=_rsun_px(ds, size),
-    )
-    write_outputs(result, table, out_dir)
-    return result
+            raise SdofmError(msg)
+        self.t = channels.index(target)
+        if str(ds.transform.values[self.t]) != "log1p":
+            msg = f"missing_channel: target {target!r} is not log1p-normalised in the store"
+            raise SdofmError(msg)
+        flares = None
+        if ctx.inputs.events is not None:  # read before any training: a broken list fails fast
+            flares = read_flare_list(ctx.inputs.event_file("flares.csv"))
+        size = int(ds.sizes["y"])
+        if size % 2 ** p["unet_levels"]:
+            msg = f"missing_channel: image size {size} is not divisible by 2^unet_levels"
+            raise SdofmError(msg)
+        rsun = ds.attrs.get("rsun_px") or ds.images.attrs.get("rsun_px")
+        self.mask = disk_mask(size, rsun)
+        self.rsun_px = float(rsun or RSUN_ARCSEC / (CDELT_512 * 512 / size))
+        valid = np.flatnonzero(ds.valid.values)
+        phys = ctx.physical(valid)
+        ok = np.isfinite(phys[:, self.t][:, self.mask]).all(axis=1)
+        rows, phys = valid[ok], phys[ok]
+        norm = Normaliser(ds)
+        z = torch.from_numpy(norm(phys))
+        self.others = [channels.index(c) for c in aia if c != target]
+        self.skip, self.y_norm = z[:, self.others].contiguous(), z[:, [self.t]].contiguous()
+        z[:, self.t] = 0.0  # withheld: the training mean in normalised units
+        self.z_fm, self.tokens = z, {}
+        self.mean, self.std = float(norm.mean[self.t, 0, 0]), float(norm.std[self.t, 0, 0])
+        times = ds.time.values[rows]
+        frame = pd.DatetimeIndex(ds.frame_time.values[rows, self.t]) if "frame_time" in ds else None
+        when = times if frame is None else np.where(frame.isna(), times, frame.to_numpy())
+        self.flaring = None if flares is None else flaring_times(when, flares, p["min_flare_class"])
+        y = phys[:, self.t][:, self.mask].astype(np.float64)
+        split = ds.split.values.astype(str)[rows]
+        return Samples(times, split, y, unit="images", rows=rows)
 
+    def _physical(self, z: np.ndarray) -> np.ndarray:
+        """Normalised target images (N, 1, H, W) -> DN/s on the disk pixels (N, P)."""
+        return np.expm1(z[:, 0][:, self.mask] * self.std + self.mean)
 
-def _summarise(per_sample: dict, idx: np.ndarray, params: dict) -> dict[str, Any]:
-    """Mean of each per-image metric over the rows ``idx``, with bootstrap CIs."""
-    out = {}
-    for name, v in per_sample.items():
-        sub = v[idx]
-        point, lo, hi = bootstrap_ci(
-            lambda i, sub=sub: np.nanmean(sub[i], axis=0),
-            len(sub),
-            resamples=params["bootstrap"],
-            seed=params["seed"],
+    def _disk_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        m = torch.as_tensor(self.mask, device=pred.device)
+        return ((pred - target)[:, :, m] ** 2).mean()
+
+    def _fit(self, model, x: tuple[torch.Tensor, ...], f):
+        """Train ``model`` on inputs ``x`` (one tensor per argument, indexed by sample row)."""
+        p = self.params
+        data = [(tuple(t[f.rows[s]] for t in x), self.y_norm[f.rows[s]]) for s in ("train", "val")]
+        kw = f.kwargs(epochs=p["max_epochs"], batch_size=p["batch_size"], patience=p["patience"])
+        model = fit(model, *data, **kw, loss_fn=self._disk_loss)
+        return lambda rows: self._physical(
+            predict(model, tuple(t[rows] for t in x), device=f.device, batch_size=64)
         )
-        out[name] = {k: ci(point[j], lo[j], hi[j]) for j, k in enumerate(METRICS)}
-    return out
 
+    def fm_arm(self, backbone) -> Arm:
+        p = self.params
+        skip = (self.skip,) if p["head_skip"] else ()
 
-def _paired(per_sample: dict, params: dict) -> dict[str, Any]:
-    """FM head minus baseline mean correlation, on the same bootstrap resamples."""
-    j = METRICS.index("correlation")
-    d = per_sample["fm_head"][:, j] - per_sample["baseline"][:, j]
-    point, lo, hi = bootstrap_ci(
-        lambda i: np.array([np.nanmean(d[i])]),
-        len(d),
-        resamples=params["bootstrap"],
-        seed=params["seed"],
-    )
-    return {"correlation": ci(point[0], lo[0], hi[0])}
+        def train(f):
+            if backbone.name not in self.tokens:  # frozen tokens, computed once per backbone
+                net = BackboneHead(backbone.net, torch.nn.Identity(), pool="tokens", finetune=False)
+                tok = predict(net, self.z_fm, device=self.ctx.device, batch_size=64)
+                self.tokens[backbone.name] = torch.tensor(tok, dtype=torch.float32)
+            tokens = self.tokens[backbone.name]
+            width, chans = p["head_width"], len(self.others) if skip else 0
+            patch = self.mask.shape[0] // tokens.shape[-1]
+            decoder = TokenDecoder(tokens.shape[1], patch, width=width, skip_chans=chans)
+            if not p["finetune"]:
+                return self._fit(decoder, (tokens, *skip), f)
+            model = BackboneHead(copy.deepcopy(backbone.net), decoder, pool="tokens", finetune=True)
+            return self._fit(model, (self.z_fm, *skip), f)
 
+        how = "fine-tuned with" if p["finetune"] else "frozen under"
+        extra = " and the other AIA channels" if p["head_skip"] else ""
+        return Arm(
+            "fm", f"decoder of the token grid{extra}; {backbone.name} backbone {how} it", train
+        )
 
-def _write_samples(
-    path: Path,
-    truth: np.ndarray,
-    preds: dict[str, np.ndarray],
-    mask: np.ndarray,
-    times: np.ndarray,
-    flaring: np.ndarray,
-    params: dict,
-    *,
-    rsun_px: float,
-    bins: int = 60,
-) -> None:
-    """A few test images (truth and every model, DN/s) and 2-D histograms of all disk pixels."""
-    n = len(truth)
-    pick = np.unique(np.linspace(0, n - 1, min(params["n_samples"], n)).round().astype(int))
-    if flaring.any() and not flaring[pick].any():  # show the brightest flaring time too
-        fl = np.flatnonzero(flaring)
-        pick[len(pick) // 2] = fl[np.argmax(truth[fl][:, mask].sum(axis=1))]
-        pick = np.unique(pick)
-    t = truth[:, mask]
-    lo, hi = np.log10(max(t[t > 0].min(), 1e-3)), np.log10(t.max())
-    edges = np.linspace(lo, hi, bins + 1)
-    names = list(preds)
-    hist = np.stack(
-        [
-            np.histogram2d(
-                np.log10(np.clip(t.ravel(), 10**lo, 10**hi)),
-                np.log10(np.clip(preds[m][:, mask].ravel(), 10**lo, 10**hi)),
-                bins=[edges, edges],
-            )[0]
-            for m in names
-        ]
-    )
-    size = truth.shape[-1]
-    out = xr.Dataset(
-        {
-            "truth": (("sample", "y", "x"), truth[pick].astype(np.float32)),
-            "prediction": (
-                ("model", "sample", "y", "x"),
-                np.stack([preds[m][pick] for m in names]).astype(np.float32),
-            ),
-            "flaring": (("sample",), flaring[pick]),
-            "hist": (("model", "true_bin", "pred_bin"), hist.astype(np.int64)),
-            "bin_edges": (("edge",), edges),
-        },
-        coords={"time": (("sample",), times[pick]), "model": names},
-        attrs={
-            "channel": params["target"],
-            "units": "DN/s",
-            "rsun_px": rsun_px,
-            "arcsec_per_px": CDELT_512 * 512 / size,
-            "hist_note": "counts of all test disk pixels, log10 DN/s bins, values clipped to range",
-        },
-    )
-    with atomic_output(path) as tmp:
-        out.to_netcdf(tmp)
+    def arms(self, samples: Samples) -> dict[str, Arm]:
+        p = self.params
+
+        def unet(f):
+            net = UNet(len(self.others), width=p["unet_width"], levels=p["unet_levels"])
+            return self._fit(net, (self.skip,), f)
+
+        def climatology(f):
+            mean = f.y[f.rows["train"]].mean(axis=0)
+            return lambda rows: np.tile(mean, (len(rows), 1))
+
+        def persistence(f):
+            # Samples are the usable store rows in time order: the previous sample is the
+            # target's last image before this one, whatever its split (it was taken earlier).
+            previous = np.concatenate([[f.y[f.rows["train"]].mean(axis=0)], f.y[:-1]])
+            return lambda rows: previous[rows]
+
+        before = "the target's image at the previous time step"
+        return {
+            "paper": Arm("paper", "U-Net on the other AIA channels (Salvatelli et al.)", unet),
+            "persistence": Arm("persistence", before, persistence, seeded=False, tuned=False),
+            "climatology": Arm("trivial", "per-pixel training mean", climatology, seeded=False),
+        }
+
+    def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        """Every metric on the test images taken during a listed flare (mean over seeds)."""
+        test = samples.where("test")
+        info: dict[str, Any] = {"min_class": self.params["min_flare_class"], "count": 0}
+        if self.flaring is None:
+            return {"flare_times": info | {"note": "no flare list given"}}
+        rows = test[self.flaring[test]]
+        info["count"] = int(len(rows))
+        for arm, runs in preds.items() if len(rows) else ():
+            scores = {
+                m.name: [np.nanmean(m.fn(samples.y[rows], p[rows])) for p in runs]
+                for m in self.metrics
+            }
+            info.setdefault("metrics", {})[arm] = {k: float(np.mean(v)) for k, v in scores.items()}
+        return {"flare_times": info}
+
+    def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
+        """A few test images (truth and each arm, seed 0) and 2-D histograms of disk pixels."""
+        test, n = samples.where("test"), self.params["n_samples"]
+        pick = test[np.unique(np.linspace(0, len(test) - 1, min(n, len(test))).round().astype(int))]
+        if self.flaring is not None and self.flaring[test].any() and not self.flaring[pick].any():
+            fl = test[self.flaring[test]]
+            pick = np.unique(np.append(pick[:-1], fl[np.argmax(samples.y[fl].sum(axis=1))]))
+        names, size = list(preds), self.mask.shape[0]
+
+        def image(v: np.ndarray) -> np.ndarray:
+            out = np.full((len(v), size, size), np.nan, np.float32)
+            out[:, self.mask] = v
+            return out
+
+        t = samples.y[test]
+        edges = np.linspace(np.log10(max(t[t > 0].min(), 1e-3)), np.log10(t.max()), 61)
+        clip = lambda v: np.log10(np.clip(v, 10 ** edges[0], 10 ** edges[-1])).ravel()  # noqa: E731
+        hist = [np.histogram2d(clip(t), clip(preds[a][0][test]), [edges, edges])[0] for a in names]
+        flaring = np.zeros(len(pick), bool) if self.flaring is None else self.flaring[pick]
+        return xr.Dataset(
+            {
+                "truth": (("sample", "y", "x"), image(samples.y[pick])),
+                "prediction": (
+                    ("arm", "sample", "y", "x"),
+                    np.stack([image(preds[a][0][pick]) for a in names]),
+                ),
+                "flaring": (("sample",), flaring),
+                "hist": (("arm", "true_bin", "pred_bin"), np.stack(hist).astype(np.int64)),
+                "bin_edges": (("edge",), edges),
+            },
+            coords={"time": (("sample",), samples.times[pick]), "arm": names},
+            attrs={"channel": self.params["target"], "units": "DN/s", "rsun_px": self.rsun_px}
+            | {"arcsec_per_px": CDELT_512 * 512 / size},
+        )
