@@ -129,13 +129,20 @@ def task_inputs(dataset, embeddings, checkpoint, events, synthetic_mirror):
 
 def run_tiny_task(task: str, tiny_config: dict, task_inputs, out, **changes):
     """Run one benchmark task under the tiny config's protocol; returns metrics.json's content."""
+    import torch
+
     from sdofm.benchmarks import TASKS
     from sdofm.benchmarks.runner import run_task
     from sdofm.config import validate_block
 
     params = validate_block(copy.deepcopy(tiny_config["benchmarks"][task]), "benchmarks", task)
     protocol = copy.deepcopy(tiny_config["protocol"]) | changes.pop("protocol", {})
-    return run_task(TASKS[task], task_inputs, out, params | changes | {"protocol": protocol})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the rule runs it (`sdofm --threads 1`): small nets gain nothing
+    try:
+        return run_task(TASKS[task], task_inputs, out, params | changes | {"protocol": protocol})
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
