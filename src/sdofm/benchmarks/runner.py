@@ -32,7 +32,7 @@ from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks import scoring
 from sdofm.benchmarks.inputs import Backbone, Context, TaskInputs
 from sdofm.benchmarks.metrics import Metric, best_threshold
-from sdofm.benchmarks.result import Result, provenance, write_json
+from sdofm.benchmarks.result import write_json
 from sdofm.io import atomic_output
 
 __all__ = ["Arm", "Samples", "Task", "TaskInputs", "run_task"]
@@ -159,7 +159,7 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
         preds[name], chosen[name] = _train_arm(task, name, arm, samples, proto, ctx.device)
     log(f"{task.name}: scoring {len(arms)} arms, {proto.bootstrap} block-bootstrap resamples")
     scores = scoring.score(task, samples, preds, proto)
-    result = _result(task, samples, arms, chosen, scores, ctx)
+    result = scoring.result(task, samples, arms, chosen, scores, ctx)
     result.extra = task.extra(samples, preds)
     if task.fractions:
         result.extra["curves"] = _curves(task, samples, arms, proto, ctx.device)
@@ -249,71 +249,3 @@ def _best_on_validation(task, samples, candidates) -> int:
 
 def _threshold_fn(task):
     return next(m.fn for m in task.metrics if m.name == task.threshold_metric)
-
-
-def _result(task, samples, arms, chosen, scores, ctx) -> Result:
-    """metrics.json's content, less the task's extra."""
-    proto = ctx.protocol
-    head = next(m for m in task.metrics if m.name == task.headline)
-    arm_est, diffs = scoring.estimates(task, scores["groups"]["all"], proto.level)
-    entries = {
-        name: {
-            "kind": arm.kind,
-            "description": arm.description,
-            "seeds": len(arm_est[name][head.name]["per_seed"]),
-            "chosen": chosen[name],
-            "metrics": arm_est[name],
-        }
-        for name, arm in arms.items()
-    }
-    for group, data in scores["groups"].items():
-        if group != "all":
-            fold_est, _ = scoring.estimates(task, data, proto.level)
-            for name in entries:
-                entries[name].setdefault("folds", {})[group] = fold_est[name]
-    verdicts = [
-        f"FM head vs {name} ({arms[name].kind}) on {head.label}: {d[head.name]['verdict']}"
-        for name, d in diffs.items()
-    ]
-    ranges = {}
-    for s in ("train", "val", "test"):
-        t = samples.times[samples.where(s)]
-        ranges[s] = [str(np.min(t)), str(np.max(t))]
-    return Result(
-        task=task.name,
-        title=task.title,
-        description=task.description,
-        headline={
-            "metric": head.name,
-            "label": head.label,
-            "higher_is_better": head.higher_is_better,
-        },
-        metrics={
-            m.name: {"label": m.label, "higher_is_better": m.higher_is_better, "kind": m.kind}
-            for m in task.metrics
-        },
-        split={s: len(samples.where(s)) for s in ("train", "val", "test")}
-        | {"unit": samples.unit, "ranges": ranges},
-        protocol={
-            "seeds": list(proto.seeds),
-            "bootstrap": proto.bootstrap,
-            "block_days": proto.block_days,
-            "block_rows": scores["block_rows"],
-            "buffer_days": proto.buffer_days,
-            "level": proto.level,
-            "grid": proto.grid,
-            "device": str(ctx.device),
-            "folds": task.folds,
-            "pretraining_intervals": ctx.pretraining_intervals,
-            "iid_ci_width_ratio": scores["iid_ratio"],
-        },
-        arms=entries,
-        differences=diffs,
-        verdicts=verdicts,
-        published_anchor=task.published_anchor,
-        provenance=provenance(
-            ctx.raw_params,
-            checkpoint=ctx.inputs.checkpoint,
-            embeddings_sha=ctx.embeddings_sha,
-        ),
-    )

@@ -15,8 +15,9 @@ import pandas as pd
 
 from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks.metrics import best_threshold
+from sdofm.benchmarks.result import Result, provenance
 
-__all__ = ["estimates", "predictions_table", "score", "verdict"]
+__all__ = ["estimates", "predictions_table", "result", "score", "verdict"]
 
 FM = "fm_head"
 
@@ -163,3 +164,71 @@ def predictions_table(samples, preds, thresholds) -> pd.DataFrame:
             frame["threshold"] = thresholds[arm][s]
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def result(task, samples, arms, chosen, scores, ctx) -> Result:
+    """metrics.json's content, less the task's extra."""
+    proto = ctx.protocol
+    head = next(m for m in task.metrics if m.name == task.headline)
+    arm_est, diffs = estimates(task, scores["groups"]["all"], proto.level)
+    entries = {
+        name: {
+            "kind": arm.kind,
+            "description": arm.description,
+            "seeds": len(arm_est[name][head.name]["per_seed"]),
+            "chosen": chosen[name],
+            "metrics": arm_est[name],
+        }
+        for name, arm in arms.items()
+    }
+    for group, data in scores["groups"].items():
+        if group != "all":
+            fold_est, _ = estimates(task, data, proto.level)
+            for name in entries:
+                entries[name].setdefault("folds", {})[group] = fold_est[name]
+    verdicts = [
+        f"FM head vs {name} ({arms[name].kind}) on {head.label}: {d[head.name]['verdict']}"
+        for name, d in diffs.items()
+    ]
+    ranges = {}
+    for s in ("train", "val", "test"):
+        t = samples.times[samples.where(s)]
+        ranges[s] = [str(np.min(t)), str(np.max(t))]
+    return Result(
+        task=task.name,
+        title=task.title,
+        description=task.description,
+        headline={
+            "metric": head.name,
+            "label": head.label,
+            "higher_is_better": head.higher_is_better,
+        },
+        metrics={
+            m.name: {"label": m.label, "higher_is_better": m.higher_is_better, "kind": m.kind}
+            for m in task.metrics
+        },
+        split={s: len(samples.where(s)) for s in ("train", "val", "test")}
+        | {"unit": samples.unit, "ranges": ranges},
+        protocol={
+            "seeds": list(proto.seeds),
+            "bootstrap": proto.bootstrap,
+            "block_days": proto.block_days,
+            "block_rows": scores["block_rows"],
+            "buffer_days": proto.buffer_days,
+            "level": proto.level,
+            "grid": proto.grid,
+            "device": str(ctx.device),
+            "folds": task.folds,
+            "pretraining_intervals": ctx.pretraining_intervals,
+            "iid_ci_width_ratio": scores["iid_ratio"],
+        },
+        arms=entries,
+        differences=diffs,
+        verdicts=verdicts,
+        published_anchor=task.published_anchor,
+        provenance=provenance(
+            ctx.raw_params,
+            checkpoint=ctx.inputs.checkpoint,
+            embeddings_sha=ctx.embeddings_sha,
+        ),
+    )
