@@ -116,8 +116,8 @@ def test_snakemake_report(finished_run):
 
 @pytest.mark.parametrize("task", TASKS)
 def test_task_contract(finished_run, task):
-    """Every task: metrics.json follows the schema, the protocol's arms are there, the report
-    reads only declared outputs (deleting one makes Snakemake rerun the task)."""
+    """Every task: metrics.json follows the schema, the protocol's arms are there, and every
+    file its report reads is a declared output (asking for a deleted one reruns the task)."""
     result = read_result(finished_run / "results" / task / "metrics.json")
     kinds = {a["kind"] for a in result["arms"].values()}
     assert {"fm", "control", "paper"} <= kinds and kinds & {"trivial", "persistence"}, kinds
@@ -128,7 +128,7 @@ def test_task_contract(finished_run, task):
         path = finished_run / "results" / task / name
         moved = path.rename(path.with_suffix(".bak"))
         try:
-            run = snakemake(finished_run, "-n", f"results/{task}/report.html")
+            run = snakemake(finished_run, "-n", f"results/{task}/{name}")
             assert f"task={task}" in run.stdout + run.stderr, (task, name)
         finally:
             moved.rename(path)
