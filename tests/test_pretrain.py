@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from sdofm import SdofmError
-from sdofm.training.pretrain import _resume_point, cluster_layout, hardware, pretrain
+from sdofm.training.pretrain import _resume_point, hardware, pretrain
 
 RUN = """
 import json, sys
@@ -138,17 +137,3 @@ def test_gpu_asked_where_none_exists(monkeypatch):
         "accelerator": "cpu",
         "precision": "32-true",
     }
-
-
-def test_cluster_layout_from_srun_environment(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("SLURM_"):
-            monkeypatch.delenv(var)
-    assert cluster_layout() == {"devices": 1, "num_nodes": 1}
-    monkeypatch.setenv("SLURM_STEP_ID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_NNODES", "2")
-    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
-    layout = cluster_layout()
-    assert (layout["devices"], layout["num_nodes"], layout["strategy"]) == (4, 2, "ddp")
-    assert layout["plugins"][0].auto_requeue

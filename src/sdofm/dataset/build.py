@@ -21,6 +21,7 @@ from sdofm import SdofmError
 from sdofm.config import config_hash
 from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
+from sdofm.progress import progress
 from sdofm.sources.sdoml import EVE_GROUP, eve_times, frame_times
 
 __all__ = [
@@ -462,6 +463,7 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
     valid = valid.copy()
     n, s1, s2 = 0, np.zeros(n_ch), np.zeros(n_ch)
     rows = np.flatnonzero(valid)
+    bar = progress(len(rows), f"build {al.grid[0]:%Y-%m}", "samples")
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
         x = downsample(al.read(block), size).astype(np.float32)
@@ -475,4 +477,6 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
             n += z.shape[0] * z.shape[2] * z.shape[3]
             s1 += z.sum(axis=(0, 2, 3))
             s2 += (z**2).sum(axis=(0, 2, 3))
+        bar.update(len(block))
+    bar.close()
     return valid, n, s1, s2

@@ -19,6 +19,7 @@ import zarr
 
 from sdofm import SdofmError
 from sdofm.io import atomic_output
+from sdofm.progress import progress as progress_counter
 
 __all__ = [
     "AIA_CHANNELS",
@@ -167,7 +168,12 @@ class _Progress:
 
 
 def _copy_array(
-    src: zarr.Array, dst_group: zarr.Group, name: str, idx: np.ndarray, progress: _Progress
+    src: zarr.Array,
+    dst_group: zarr.Group,
+    name: str,
+    idx: np.ndarray,
+    progress: _Progress,
+    counter: Any,
 ) -> None:
     shape = (len(idx), *src.shape[1:])
     key = f"{dst_group.path}/{name}"
@@ -185,13 +191,13 @@ def _copy_array(
     # Blocks of 60 frames (whole 15-frame chunks) bound memory; each is fetched with retries
     # and recorded, so a re-run after an interruption fetches only the missing blocks.
     for lo in range(0, len(idx), 60):
-        if f"{key}:{lo}" in progress.done:
-            continue
         block = idx[lo : lo + 60]
-        dst[lo : lo + len(block)] = with_retries(
-            lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
-        )
-        progress.mark(f"{key}:{lo}")
+        if f"{key}:{lo}" not in progress.done:
+            dst[lo : lo + len(block)] = with_retries(
+                lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
+            )
+            progress.mark(f"{key}:{lo}")
+        counter.update(len(block))
     attrs = {}
     for key, value in src.attrs.asdict().items():
         if isinstance(value, list) and len(value) == src.shape[0]:
@@ -273,8 +279,9 @@ def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str
                 )
             counts[name] = len(idx)
     else:
+        plan = []  # every array's frames first, so the progress lines know the total
         for year in _year_groups(src, start, end):
-            out_y = dst.require_group(year)
+            dst.require_group(year)
             for name in names:
                 if name not in src[year]:
                     continue  # channels differ between years; alignment records the gap
@@ -282,8 +289,11 @@ def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str
                 times = with_retries(lambda arr=arr: frame_times(arr), f"{url} {arr.path} times")
                 idx = _select(times, start, end, cadence)
                 if len(idx):
-                    _copy_array(arr, out_y, name, idx, progress)
-                    counts[name] = counts.get(name, 0) + len(idx)
+                    plan.append((year, name, arr, idx))
+        with progress_counter(sum(len(p[3]) for p in plan), f"pull {kind}", "frames") as bar:
+            for year, name, arr, idx in plan:
+                _copy_array(arr, dst[year], name, idx, progress, bar)
+                counts[name] = counts.get(name, 0) + len(idx)
     if sum(counts.get(n, 0) for n in names) == 0:
         shutil.rmtree(tmp)  # nothing to resume: the request itself is empty
         msg = f"no {kind.upper()} data for {list(names)} between {start} and {end} in {url}"

@@ -1,0 +1,188 @@
+"""How pretraining runs on a cluster: the process layout, its launcher, and SLURM requeue.
+
+One training process per GPU, on one or more nodes, started by ``srun`` (or ``torchrun``); the
+number of processes per node must match the GPUs each node has, so no GPU sits idle. Before a
+job's time limit SLURM signals the trainer (``--signal=URG@300``, or ``USR1``); it checkpoints at
+the next optimiser step, asks SLURM to requeue the job, and the requeued job resumes from there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+from sdofm import SdofmError
+
+__all__ = ["REQUEUE_SIGNALS", "Requeue", "cluster_layout", "launcher", "tasks_per_node"]
+
+log = logging.getLogger(__name__)
+
+# SIGURG is ignored by every process that does not ask for it, so the wrappers around the
+# trainer in a job step (Snakemake, the shell) live through it; SIGUSR1 is the usual choice
+# where the trainer is alone in its job step.
+REQUEUE_SIGNALS = (signal.SIGURG, signal.SIGUSR1)
+
+
+def tasks_per_node(spec: str) -> list[int]:
+    """SLURM's tasks-per-node list (``"4(x2),3"`` -> ``[4, 4, 3]``)."""
+    counts: list[int] = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            msg = f"cannot read SLURM's tasks per node {spec!r}"
+            raise SdofmError(msg)
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def _check_gpus(gpus: int, per_node: int, how: str) -> None:
+    """Every GPU a node has gets one process, and every process a GPU of its own."""
+    if gpus == 0 or gpus == per_node:
+        return
+    if gpus > per_node:
+        msg = (
+            f"{how} starts {per_node} training process(es) per node but each sees {gpus} GPUs, "
+            f"so {gpus - per_node} would sit idle: start one task per GPU (slurm profile, "
+            f"set-resources pretrain_backbone: tasks_per_node: {gpus}, see the README's "
+            f"cluster section), or give each node {per_node} GPU(s) (CUDA_VISIBLE_DEVICES)"
+        )
+    else:
+        msg = (
+            f"{how} starts {per_node} training processes per node but each sees only {gpus} "
+            f"GPU(s): give every node {per_node} GPUs (gres: gpu:<type>:{per_node}) that every "
+            f"task sees (no --gpus-per-task binding), or set tasks_per_node to {gpus}"
+        )
+    raise SdofmError(msg)
+
+
+def cluster_layout(gpus: int = 0, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Trainer settings (devices, nodes, strategy) for how this process was launched.
+
+    ``gpus`` is how many CUDA devices this process sees (0 on a CPU). Under ``srun`` (one
+    process per task, on one or more nodes) Lightning's SLURM environment wires up DDP; under
+    ``torchrun`` its TorchElastic environment does; a plain process trains on one device. A
+    layout that would leave a GPU idle, or put two processes on one, is an error saying what
+    to change.
+    """
+    env = os.environ if env is None else env
+    if "SLURM_STEP_ID" in env and "SLURM_NTASKS" in env:
+        spec = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+        counts = tasks_per_node(spec) if spec else [int(env["SLURM_NTASKS"])]
+        if len(set(counts)) > 1:
+            msg = (
+                f"srun started {spec} tasks on the nodes of this job step; DDP needs the same "
+                f"number on every node: set tasks_per_node (one per GPU) instead of a task count"
+            )
+            raise SdofmError(msg)
+        if len(counts) * counts[0] > 1 and "SLURM_NTASKS_PER_NODE" not in env:
+            msg = (
+                "srun started several tasks without --ntasks-per-node, which Lightning needs: "
+                "give the job tasks_per_node (slurm profile) rather than a task count"
+            )
+            raise SdofmError(msg)
+        _check_gpus(gpus, counts[0], "srun")
+        layout = {"devices": counts[0], "num_nodes": len(counts)}
+        # Lightning's own requeue handler is off: `Requeue` checkpoints at a step boundary.
+        layout["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    elif "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:  # torchrun
+        per_node = int(env["LOCAL_WORLD_SIZE"])
+        _check_gpus(gpus, per_node, "torchrun")
+        layout = {"devices": per_node, "num_nodes": int(env["WORLD_SIZE"]) // per_node}
+    else:
+        _check_gpus(gpus, 1, "this single process")
+        return {"devices": 1, "num_nodes": 1}
+    layout["strategy"] = "ddp" if layout["devices"] * layout["num_nodes"] > 1 else "auto"
+    return layout
+
+
+def launcher(resources: Mapping[str, Any], threads: int) -> str:
+    """The command that starts the training processes of a Snakemake job.
+
+    Nothing for one process per job (the job step runs the trainer); ``srun`` with one task per
+    GPU when the slurm profile gives the job ``nodes`` and ``tasks_per_node``.
+    """
+    nodes = int(resources.get("nodes") or 1)
+    per_node = int(resources.get("tasks_per_node") or 1)
+    if nodes * per_node == 1:
+        return ""
+    return (
+        f"srun --nodes={nodes} --ntasks-per-node={per_node} --cpus-per-task={threads} "
+        "--kill-on-bad-exit=1"
+    )
+
+
+class Requeue(L.Callback):
+    """Checkpoint and requeue a SLURM job that was told its time is nearly up.
+
+    The signal handler only raises a flag. After the next optimiser step every rank learns
+    whether any was signalled (one all-reduce), they save ``path`` together, rank 0 asks SLURM
+    to requeue the job (``scontrol requeue``), and the ranks wait for SLURM to stop them. The
+    requeued job resumes from ``path`` exactly, as from any step checkpoint. Outside a SLURM
+    job it does nothing.
+    """
+
+    def __init__(self, path: str | Path, *, grace_seconds: float = 600.0):
+        self.path, self.grace = Path(path), grace_seconds
+        self.job = os.environ.get("SLURM_JOB_ID")
+        if os.environ.get("SLURM_ARRAY_JOB_ID"):
+            self.job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        self.signalled: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        self.signalled = signum
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.job and threading.current_thread() is threading.main_thread():
+            for sig in REQUEUE_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.job:
+            return
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not (stepped or batch_idx + 1 == trainer.num_training_batches):
+            return  # accumulated gradients are not in a checkpoint: wait for the step
+        if not trainer.strategy.reduce_boolean_decision(self.signalled is not None, all=False):
+            return
+        started = time.perf_counter()
+        trainer.save_checkpoint(self.path)
+        requeued = False
+        if trainer.is_global_zero:
+            name = signal.Signals(self.signalled).name if self.signalled else "a signal"
+            log.warning(
+                "%s at step %d: checkpoint %s written in %.1f s; requeueing SLURM job %s",
+                name,
+                trainer.global_step,
+                self.path,
+                time.perf_counter() - started,
+                self.job,
+            )
+            done = subprocess.run(["scontrol", "requeue", self.job], capture_output=True, text=True)
+            requeued = done.returncode == 0
+            if not requeued:  # carry on: a retry after the time limit resumes from the checkpoint
+                log.error("scontrol requeue %s failed: %s", self.job, done.stderr.strip())
+        self.signalled = None
+        if not trainer.strategy.broadcast(requeued, src=0):
+            return
+        deadline = time.monotonic() + self.grace  # SLURM stops the job now
+        while time.monotonic() < deadline:
+            time.sleep(1)
+        msg = f"SLURM did not stop job {self.job} within {self.grace:.0f} s of its requeue"
+        raise SdofmError(msg)
