@@ -28,9 +28,9 @@ RATE = re.compile(r"step (\d+)/(\d+) loss \S+ \| ([\d.]+) samples/s")
 
 def tiny_dataset(workdir: Path) -> Path:
     """The tiny test configuration's ML-ready store, built by the workflow."""
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir)]
-    cmd += ["--configfile", str(ROOT / "tests" / "configs" / "tiny.yaml")]
-    cmd += ["results/data/dataset.zarr", "--quiet"]
+    cmd = [sys.executable, "-m", "snakemake", "results/data/dataset.zarr", "--cores", "2"]
+    cmd += ["--directory", str(workdir), "--quiet", "--configfile"]
+    cmd += [str(ROOT / "tests" / "configs" / "tiny.yaml")]
     env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
     return workdir / "results" / "data" / "dataset.zarr"

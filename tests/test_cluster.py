@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sdofm import SdofmError
-from sdofm.training.cluster import cluster_layout, launcher, tasks_per_node
+from sdofm.training.cluster import cluster_layout
+from sdofm.training.layout import launcher, tasks_per_node
 
 
 def srun(tasks_per_node: str, ntasks: int, *, per_node_flag: bool = True) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -65,6 +66,24 @@ def test_every_report_is_built_with_every_stage(finished_run):
         assert (results / "logs" / f"{rule}.log").exists()
     assert (results / "embeddings" / "mae_tiny.zarr" / ".zmetadata").exists()
     assert not list(results.rglob("*.partial*")), "a temporary output was left behind"
+
+
+def test_long_jobs_log_progress(finished_run):
+    """The pull, the build and pretraining write progress lines (counts, rate, ETA) to their
+    logs as they go, one per line, for `tail -f`."""
+    logs = finished_run / "results" / "logs"
+    pulled = "".join(p.read_text() for p in logs.rglob("pull_sdoml*.log"))
+    for kind in ("aia", "hmi"):
+        assert re.search(rf"pull {kind}: \d+/\d+ frames \(100%\), [\d.]+frames/s, .* ETA ", pulled)
+    build = (logs / "build_partition" / "2011-02.log").read_text()
+    assert re.search(r"build 2011-02: 0/\d+ samples \(0%\)", build), build
+    assert re.search(r"build 2011-02: (\d+)/\1 samples \(100%\), [\d.]+samples/s", build)
+    train = (logs / "pretrain_backbone" / "mae_tiny.log").read_text()
+    steps = re.findall(
+        r"epoch \d+/2 step (\d+)/(\d+) loss [\d.]+ \| [\d.]+ samples/s \| .* ETA ", train
+    )
+    assert steps and steps[-1][0] == steps[-1][1], train[-2000:]  # up to the last step
+    assert re.search(r"epoch 2/2 val_loss [\d.]+", train)
 
 
 @pytest.mark.browser

@@ -5,6 +5,7 @@ import sys
 from sdofm import SdofmError
 from sdofm.config import validate_config
 from sdofm.dataset.build import partitions
+from sdofm.training.layout import launcher
 
 try:
     validate_config(config)
@@ -40,6 +41,10 @@ def as_arg(*sections):
 
 def benchmark_params(wildcards):
     return shlex.quote(json.dumps(config["benchmarks"][wildcards.task], sort_keys=True))
+
+
+def training_launcher(wildcards, resources, threads):
+    return launcher(resources, threads)
 
 
 def runtime_for(minutes):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -23,8 +22,9 @@ import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
+from sdofm.training.layout import check_gpus, tasks_per_node
 
-__all__ = ["REQUEUE_SIGNALS", "Requeue", "cluster_layout", "launcher", "tasks_per_node"]
+__all__ = ["REQUEUE_SIGNALS", "Requeue", "cluster_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -32,38 +32,6 @@ log = logging.getLogger(__name__)
 # trainer in a job step (Snakemake, the shell) live through it; SIGUSR1 is the usual choice
 # where the trainer is alone in its job step.
 REQUEUE_SIGNALS = (signal.SIGURG, signal.SIGUSR1)
-
-
-def tasks_per_node(spec: str) -> list[int]:
-    """SLURM's tasks-per-node list (``"4(x2),3"`` -> ``[4, 4, 3]``)."""
-    counts: list[int] = []
-    for part in spec.split(","):
-        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
-        if not m:
-            msg = f"cannot read SLURM's tasks per node {spec!r}"
-            raise SdofmError(msg)
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
-    return counts
-
-
-def _check_gpus(gpus: int, per_node: int, how: str) -> None:
-    """Every GPU a node has gets one process, and every process a GPU of its own."""
-    if gpus == 0 or gpus == per_node:
-        return
-    if gpus > per_node:
-        msg = (
-            f"{how} starts {per_node} training process(es) per node but each sees {gpus} GPUs, "
-            f"so {gpus - per_node} would sit idle: start one task per GPU (slurm profile, "
-            f"set-resources pretrain_backbone: tasks_per_node: {gpus}, see the README's "
-            f"cluster section), or give each node {per_node} GPU(s) (CUDA_VISIBLE_DEVICES)"
-        )
-    else:
-        msg = (
-            f"{how} starts {per_node} training processes per node but each sees only {gpus} "
-            f"GPU(s): give every node {per_node} GPUs (gres: gpu:<type>:{per_node}) that every "
-            f"task sees (no --gpus-per-task binding), or set tasks_per_node to {gpus}"
-        )
-    raise SdofmError(msg)
 
 
 def cluster_layout(gpus: int = 0, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -91,35 +59,19 @@ def cluster_layout(gpus: int = 0, env: Mapping[str, str] | None = None) -> dict[
                 "give the job tasks_per_node (slurm profile) rather than a task count"
             )
             raise SdofmError(msg)
-        _check_gpus(gpus, counts[0], "srun")
+        check_gpus(gpus, counts[0], "srun")
         layout = {"devices": counts[0], "num_nodes": len(counts)}
         # Lightning's own requeue handler is off: `Requeue` checkpoints at a step boundary.
         layout["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     elif "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:  # torchrun
         per_node = int(env["LOCAL_WORLD_SIZE"])
-        _check_gpus(gpus, per_node, "torchrun")
+        check_gpus(gpus, per_node, "torchrun")
         layout = {"devices": per_node, "num_nodes": int(env["WORLD_SIZE"]) // per_node}
     else:
-        _check_gpus(gpus, 1, "this single process")
+        check_gpus(gpus, 1, "this single process")
         return {"devices": 1, "num_nodes": 1}
     layout["strategy"] = "ddp" if layout["devices"] * layout["num_nodes"] > 1 else "auto"
     return layout
-
-
-def launcher(resources: Mapping[str, Any], threads: int) -> str:
-    """The command that starts the training processes of a Snakemake job.
-
-    Nothing for one process per job (the job step runs the trainer); ``srun`` with one task per
-    GPU when the slurm profile gives the job ``nodes`` and ``tasks_per_node``.
-    """
-    nodes = int(resources.get("nodes") or 1)
-    per_node = int(resources.get("tasks_per_node") or 1)
-    if nodes * per_node == 1:
-        return ""
-    return (
-        f"srun --nodes={nodes} --ntasks-per-node={per_node} --cpus-per-task={threads} "
-        "--kill-on-bad-exit=1"
-    )
 
 
 class Requeue(L.Callback):
