@@ -72,8 +72,12 @@ def srun_env(rank: int, world: int, port: int) -> dict[str, str]:
     }
 
 
-def start_ranks(dataset, out: Path, params: dict, world: int = 2) -> list[subprocess.Popen]:
-    """``sdofm pretrain`` as ``world`` DDP ranks; rank r logs to ``out.parent / rank<r>.log``."""
+def start_ranks(
+    dataset, out: Path, params: dict, world: int = 2, path: str | None = None
+) -> list[subprocess.Popen]:
+    """``sdofm pretrain`` as ``world`` DDP ranks; rank r logs to ``out.parent / rank<r>.log``.
+
+    ``path`` goes before PATH (stand-ins for SLURM's commands)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [sys.executable, "-m", "sdofm.cli", "--threads", "1", "pretrain"]
@@ -83,10 +87,14 @@ def start_ranks(dataset, out: Path, params: dict, world: int = 2) -> list[subpro
         with open(out.parent / f"rank{rank}.log", "a") as log:
             procs.append(
                 subprocess.Popen(
-                    cmd, env=srun_env(rank, world, port), stdout=log, stderr=subprocess.STDOUT
+                    cmd, env=with_path(srun_env(rank, world, port), path), stdout=log, stderr=log
                 )
             )
     return procs
+
+
+def with_path(env: dict[str, str], path: str | None) -> dict[str, str]:
+    return env | {"PATH": f"{path}{os.pathsep}{env['PATH']}"} if path else env
 
 
 def finish(procs: list[subprocess.Popen], out: Path) -> str:
@@ -163,3 +171,47 @@ def test_two_ranks_killed_mid_epoch_resume_exactly(dataset, params, two_ranks, t
         pd.read_csv(out.parent / "loss_history.csv"),
         pd.read_csv(two_ranks[0].parent / "loss_history.csv"),
     )
+
+
+@pytest.mark.ddp
+def test_signal_to_one_rank_checkpoints_requeues_and_resumes_exactly(
+    dataset, params, two_ranks, tmp_path
+):
+    """SIGURG (SLURM's warning before the time limit) reaches rank 0 only: both ranks save
+    requeue.ckpt after the step they are on, rank 0 asks SLURM to requeue the job (a stand-in
+    `scontrol` records it) and they wait to be stopped; restarted, they resume from it and end
+    with the uninterrupted run's weights, the requeue in the summary."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "scontrol.txt"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    out = tmp_path / "run" / "model.ckpt"
+    procs = start_ranks(dataset, out, params, path=str(bin_dir))
+    log = out.parent / "rank0.log"
+    deadline = time.time() + 300
+    while "training 9 steps" not in log.read_text() and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
+        time.sleep(0.05)
+    procs[0].send_signal(signal.SIGURG)
+    while not record.exists() and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
+        time.sleep(0.1)
+    assert record.read_text().split() == ["requeue", "4242"]
+    time.sleep(1)
+    assert all(p.poll() is None for p in procs)  # waiting for SLURM to stop them
+    for proc in procs:
+        proc.send_signal(signal.SIGKILL)  # what SLURM does after its requeue
+        proc.wait()
+    requeue = out.parent / "checkpoints" / "requeue.ckpt"
+    assert "SIGURG at step" in log.read_text()
+    assert not out.exists()
+
+    text = finish(start_ranks(dataset, out, params, path=str(bin_dir)), out)
+    assert f"resuming from {requeue}" in text
+    ref, got = weights(two_ranks[0]), weights(out)
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    (entry,) = json.loads((out.parent / "summary.json").read_text())["requeues"]
+    assert entry["signal"] == "SIGURG" and 0 < entry["step"] < 9
+    assert entry["signalled_at"] <= entry["saved_at"] <= entry["resumed_at"]

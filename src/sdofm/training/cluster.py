@@ -8,6 +8,7 @@ the next optimiser step, asks SLURM to requeue the job, and the requeued job res
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -80,8 +81,10 @@ class Requeue(L.Callback):
     The signal handler only raises a flag. After the next optimiser step every rank learns
     whether any was signalled (one all-reduce), they save ``path`` together, rank 0 asks SLURM
     to requeue the job (``scontrol requeue``), and the ranks wait for SLURM to stop them. The
-    requeued job resumes from ``path`` exactly, as from any step checkpoint. Outside a SLURM
-    job it does nothing.
+    requeued job resumes from ``path`` exactly, as from any step checkpoint. ``history`` (in
+    the checkpoint, so it outlives the requeue) records each requeue: step, signal, when it
+    came, when the checkpoint was written and when training resumed. Outside a SLURM job it
+    does nothing.
     """
 
     def __init__(self, path: str | Path, *, grace_seconds: float = 600.0):
@@ -89,11 +92,12 @@ class Requeue(L.Callback):
         self.job = os.environ.get("SLURM_JOB_ID")
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             self.job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        self.signalled: int | None = None
+        self.signalled: tuple[int, float] | None = None
+        self.history: list[dict[str, Any]] = []
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
-        self.signalled = signum
+        self.signalled = (signum, time.time())
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.job and threading.current_thread() is threading.main_thread():
@@ -105,6 +109,19 @@ class Requeue(L.Callback):
             signal.signal(sig, handler)
         self._previous = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = list(state["history"])
+        last = self.history[-1] if self.history else {}
+        if last.get("requeued", True) and last and "resumed_at" not in last:
+            if self.history[-1]["saved_at"] is None and self.path.exists():
+                self.history[-1]["saved_at"] = self.path.stat().st_mtime  # written just then
+            self.history[-1]["resumed_at"] = time.time()
+            self.history[-1]["slurm_restarts"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+            log.info("resumed after a requeue: %s", json.dumps(self.history[-1]))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.job:
             return
@@ -113,17 +130,21 @@ class Requeue(L.Callback):
             return  # accumulated gradients are not in a checkpoint: wait for the step
         if not trainer.strategy.reduce_boolean_decision(self.signalled is not None, all=False):
             return
-        started = time.perf_counter()
+        signum, at = self.signalled or (None, time.time())
+        name = signal.Signals(signum).name if signum else "another rank's signal"
+        self.history.append(
+            {"step": trainer.global_step, "signal": name, "signalled_at": at, "saved_at": None}
+        )
         trainer.save_checkpoint(self.path)
+        self.history[-1]["saved_at"] = time.time()  # (the checkpoint has None: its mtime)
         requeued = False
         if trainer.is_global_zero:
-            name = signal.Signals(self.signalled).name if self.signalled else "a signal"
             log.warning(
-                "%s at step %d: checkpoint %s written in %.1f s; requeueing SLURM job %s",
+                "%s at step %d: checkpoint %s written after %.1f s; requeueing SLURM job %s",
                 name,
                 trainer.global_step,
                 self.path,
-                time.perf_counter() - started,
+                self.history[-1]["saved_at"] - at,
                 self.job,
             )
             done = subprocess.run(["scontrol", "requeue", self.job], capture_output=True, text=True)
@@ -132,6 +153,7 @@ class Requeue(L.Callback):
                 log.error("scontrol requeue %s failed: %s", self.job, done.stderr.strip())
         self.signalled = None
         if not trainer.strategy.broadcast(requeued, src=0):
+            self.history[-1]["requeued"] = False
             return
         deadline = time.monotonic() + self.grace  # SLURM stops the job now
         while time.monotonic() < deadline:

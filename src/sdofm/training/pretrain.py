@@ -313,6 +313,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     monitor = ReconstructionMonitor(out.parent)
     # Bars on a terminal; in a job log, a line every N steps (loss, samples/s, ETA).
     bar = [] if sys.stderr.isatty() else [LogProgress(params["progress_every_n_steps"])]
+    requeue = Requeue(ckpt_dir / "requeue.ckpt")
     layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
@@ -321,7 +322,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         accumulate_grad_batches=params["accumulate_grad_batches"],
         default_root_dir=ckpt_dir,
         logger=_loggers(params, log_dir),
-        callbacks=[*checkpoints, probe, monitor, *bar, Requeue(ckpt_dir / "requeue.ckpt")],
+        callbacks=[*checkpoints, probe, monitor, *bar, requeue],
         enable_model_summary=False,
         log_every_n_steps=1,
         use_distributed_sampler=False,  # the loader shards by (seed, epoch, rank) itself
@@ -357,6 +358,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         else None,
         "final_probe_r2": float(probe_table["probe_r2"].iloc[-1]) if len(probe_table) else None,
         "reconstruction_mse": monitor.errors,
+        "requeues": requeue.history,  # SLURM signalled the time limit: checkpoint, requeue
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
     partial.replace(out)  # last: the output exists only once everything beside it does
