@@ -18,6 +18,7 @@ import torch
 
 from sdofm import SdofmError
 from sdofm.dataset.loader import _EpochSampler
+from tests.conftest import checkpoint_weights
 
 
 def test_ranks_split_each_epoch_between_them():
@@ -105,20 +106,10 @@ def finish(procs: list[subprocess.Popen], out: Path) -> str:
     return log
 
 
-def weights(ckpt) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-
-
 @pytest.fixture(scope="module")
-def params(tiny_config):
+def params(resume_params):
     # 95 training samples: 48 per rank, 3 batches of 16 an epoch; a checkpoint every 4 steps.
-    return {
-        **tiny_config["pretrain"],
-        "max_epochs": 3,
-        "checkpoint_every_n_steps": 4,
-        "probe_every_n_steps": 5,
-        "progress_every_n_steps": 2,
-    }
+    return resume_params | {"progress_every_n_steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +154,7 @@ def test_two_ranks_killed_mid_epoch_resume_exactly(dataset, params, two_ranks, t
 
     log = finish(start_ranks(dataset, out, params), out)
     assert f"resuming from {step}" in log
-    ref, got = weights(two_ranks[0]), weights(out)
+    ref, got = checkpoint_weights(two_ranks[0]), checkpoint_weights(out)
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
@@ -209,7 +200,7 @@ def test_signal_to_one_rank_checkpoints_requeues_and_resumes_exactly(
 
     text = finish(start_ranks(dataset, out, params, path=str(bin_dir)), out)
     assert f"resuming from {requeue}" in text
-    ref, got = weights(two_ranks[0]), weights(out)
+    ref, got = checkpoint_weights(two_ranks[0]), checkpoint_weights(out)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
     (entry,) = json.loads((out.parent / "summary.json").read_text())["requeues"]

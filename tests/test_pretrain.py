@@ -14,6 +14,7 @@ import torch
 
 from sdofm import SdofmError
 from sdofm.training.pretrain import _resume_point, hardware, pretrain
+from tests.conftest import checkpoint_weights
 
 RUN = """
 import json, sys
@@ -37,19 +38,9 @@ def _finish(proc: subprocess.Popen) -> dict:
     return json.loads(text.strip().splitlines()[-1]) | {"log": text}
 
 
-def _weights(ckpt) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-
-
 @pytest.fixture(scope="module")
-def params(tiny_config):
-    # 95 training samples in batches of 16: 6 steps an epoch, a checkpoint every 4.
-    return {
-        **tiny_config["pretrain"],
-        "max_epochs": 3,
-        "checkpoint_every_n_steps": 4,
-        "probe_every_n_steps": 5,
-    }
+def params(resume_params):
+    return resume_params  # 95 training samples in batches of 16: 6 steps an epoch
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +71,7 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(dataset, params, uninterru
     resumed = _finish(_start(dataset, out, params))
     assert f"resuming from {step}" in resumed["log"]
     assert resumed["steps"] == uninterrupted[1]["steps"] == 18
-    ref, got = _weights(uninterrupted[0]), _weights(out)
+    ref, got = checkpoint_weights(uninterrupted[0]), checkpoint_weights(out)
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k

@@ -20,7 +20,7 @@ SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
 PERIODS = partitions(
     config["data"]
-)  # the build runs as one job per month, then a merge
+)  # pull, build and embeddings run as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
 # The software of every rule: the pinned environment of the repository (same pins as pyproject).
 ENV = "../../environment.yml"

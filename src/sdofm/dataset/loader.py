@@ -314,6 +314,7 @@ class SDOStacks(Dataset):
     """Temporal stacks for the temporal model: (C, T, H, W) per item, oldest frame first.
 
     The rows of an item are its T rows; ``rows`` says which row each item ends on (its time).
+    ``ending_in`` keeps only the stacks that end on one of those rows.
     """
 
     def __init__(
@@ -323,10 +324,13 @@ class SDOStacks(Dataset):
         frames: int,
         spacing: int,
         split: str | None,
+        ending_in: np.ndarray | None = None,
         **image_options: Any,
     ):
         ds = open_dataset(path)
         self.stacks = temporal_index(ds, frames=frames, spacing=spacing, split=split)
+        if ending_in is not None:
+            self.stacks = self.stacks[np.isin(self.stacks[:, -1], ending_in)]
         self.rows = self.stacks[:, -1] if len(self.stacks) else np.empty(0, np.int64)
         self.images = SDOImages(path, np.unique(self.stacks), **image_options)
         self.norm, self.mask = self.images.norm, self.images.mask

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from torch.utils.data import DataLoader
@@ -14,22 +15,62 @@ from torch.utils.data import DataLoader
 from sdofm import SdofmError
 from sdofm.dataset.loader import SDOImages, SDOStacks, collate, open_dataset
 from sdofm.io import atomic_output, file_sha256
+from sdofm.progress import progress
 from sdofm.training.pretrain import load_backbone
 
-__all__ = ["extract_embeddings", "open_embeddings"]
+__all__ = ["extract_embeddings", "merge_embeddings", "open_embeddings"]
 
 
-def _inputs(dataset: str | Path, ds: xr.Dataset, hp: dict[str, Any]) -> SDOImages | SDOStacks:
-    """What the backbone reads for each time step: its image, or the stack ending on it."""
+def _inputs(
+    dataset: str | Path, ds: xr.Dataset, hp: dict[str, Any], rows: np.ndarray
+) -> SDOImages | SDOStacks:
+    """What the backbone reads for each time step in ``rows``: its image, or the stack ending
+    on it (whose older frames may lie before ``rows``)."""
     if hp["frames"] > 1:
-        return SDOStacks(dataset, frames=hp["frames"], spacing=hp["spacing"], split=None)
-    return SDOImages(dataset, np.flatnonzero(ds.valid.values))
+        return SDOStacks(
+            dataset, frames=hp["frames"], spacing=hp["spacing"], split=None, ending_in=rows
+        )
+    return SDOImages(dataset, rows[ds.valid.values[rows]])
+
+
+def _period(ds: xr.Dataset, period: str | None) -> np.ndarray:
+    """Positions of the time steps of ``period`` (a month, ``2011-01``), or of every step."""
+    if period is None:
+        return np.arange(ds.sizes["time"])
+    rows = np.flatnonzero(pd.DatetimeIndex(ds.time.values).strftime("%Y-%m") == period)
+    if len(rows) == 0:
+        msg = f"the data set has no time step in {period}"
+        raise SdofmError(msg)
+    return rows
+
+
+def _store(net, x, at, emb, tok, n_time: int, tokens: bool):
+    """Embed batch ``x`` into rows ``at`` of ``emb`` (and ``tok``), allocated at first use."""
+    z = net.embed(x).float().cpu().numpy()
+    if emb is None:
+        emb = np.full((n_time, z.shape[1]), np.nan, np.float32)
+    emb[at] = z[: len(at)]
+    if tokens:
+        t = net.tokens(x)
+        t = (t[:, :, -1] if t.ndim == 5 else t).float().cpu().numpy()
+        if tok is None:
+            tok = np.full((n_time, *t.shape[1:]), np.nan, np.float32)
+        tok[at] = t[: len(at)]
+    return emb, tok
 
 
 def extract_embeddings(
-    dataset: str | Path, checkpoint: str | Path, out: str | Path, params: dict[str, Any]
+    dataset: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    params: dict[str, Any],
+    *,
+    period: str | None = None,
 ) -> dict[str, Any]:
     """Write ``embedding(time, feature)`` for every time step of ``dataset`` to ``out``.
+
+    With ``period`` (a month, ``2011-01``) only the steps of that month, as one part for
+    `merge_embeddings` (the workflow embeds month by month, in parallel).
 
     Rows without a usable sample (or, for a temporal backbone, without a full stack of frames
     ending on them) are NaN. With ``params["tokens"]`` the latent grid is written too, as
@@ -47,27 +88,30 @@ def extract_embeddings(
         raise SdofmError(msg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net.to(device)
-    data = _inputs(dataset, ds, hp)
-    if len(data) == 0:
+    steps = _period(ds, period)
+    data = _inputs(dataset, ds, hp, steps)
+    if len(data) == 0 and period is None:
         msg = f"{dataset} has no time step the backbone can embed"
         raise SdofmError(msg)
+    ds = ds.isel(time=steps)
+    position = np.full(int(steps.max()) + 1, -1)
+    position[steps] = np.arange(len(steps))  # row of the data set -> row of this output
     loader = DataLoader(data, batch_size=params["batch_size"], collate_fn=collate)
-    n_time = ds.sizes["time"]
+    n_time = len(steps)
     emb = tok = None
     started = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), progress(len(data), f"embed {period or 'all'}", "samples") as bar:
         for x, idx in loader:
             x = x.to(device)
-            z = net.embed(x).float().cpu().numpy()
-            if emb is None:
-                emb = np.full((n_time, z.shape[1]), np.nan, np.float32)
-            emb[idx.numpy()] = z
-            if params.get("tokens"):
-                t = net.tokens(x)
-                t = (t[:, :, -1] if t.ndim == 5 else t).float().cpu().numpy()
-                if tok is None:
-                    tok = np.full((n_time, *t.shape[1:]), np.nan, np.float32)
-                tok[idx.numpy()] = t
+            at = position[idx.numpy()]
+            emb, tok = _store(net, x, at, emb, tok, n_time, params.get("tokens"))
+            bar.update(len(at))
+        if emb is None:  # a month without a usable step: its rows are NaN, of the right width
+            c, t = ds.sizes["channel"], hp["frames"]
+            x = torch.zeros(1, c, *([t] if t > 1 else []), ds.sizes["y"], ds.sizes["x"])
+            emb, tok = _store(
+                net, x.to(device), np.empty(0, int), emb, tok, n_time, params.get("tokens")
+            )
     seconds = time.perf_counter() - started
     variables = {
         "embedding": (("time", "feature"), emb),
@@ -95,10 +139,28 @@ def extract_embeddings(
     return {
         "rows": len(data),
         "features": int(emb.shape[1]),
-        "samples_per_second": round(len(data) / seconds, 1),
+        "samples_per_second": round(len(data) / max(seconds, 1e-9), 1),
         "device": str(device),
         **out_ds.attrs,
     }
+
+
+def merge_embeddings(parts: list[str | Path], dataset: str | Path, out: str | Path) -> dict:
+    """Join the monthly parts of `extract_embeddings` into one store for every time step of
+    ``dataset`` (the parts in any order; each month exactly once, from one checkpoint)."""
+    stores = sorted((xr.open_zarr(p, consolidated=True) for p in parts), key=lambda d: d.time[0])
+    keys = ("backbone", "checkpoint_sha256", "dataset_config_hash")
+    if len({tuple(d.attrs.get(k) for k in keys) for d in stores}) != 1:
+        msg = "the embedding parts come from different checkpoints or data sets: re-embed them"
+        raise SdofmError(msg)
+    merged = xr.concat(stores, "time", combine_attrs="override")
+    expected = open_dataset(dataset).time.values
+    if not np.array_equal(merged.time.values, expected):
+        msg = f"the embedding parts do not cover the time steps of {dataset} once each"
+        raise SdofmError(msg)
+    with atomic_output(out) as tmp:
+        merged.chunk({"time": -1}).to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+    return {"parts": len(stores), "steps": len(expected), **merged.attrs}
 
 
 def open_embeddings(path: str | Path) -> xr.Dataset:

@@ -13,26 +13,22 @@ import logging
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
+from sdofm.training import layout
 from sdofm.training.layout import check_gpus, tasks_per_node
 
-__all__ = ["REQUEUE_SIGNALS", "Requeue", "cluster_layout"]
+__all__ = ["Requeue", "cluster_layout"]
 
 log = logging.getLogger(__name__)
-
-# SIGURG is ignored by every process that does not ask for it, so the wrappers around the
-# trainer in a job step (Snakemake, the shell) live through it; SIGUSR1 is the usual choice
-# where the trainer is alone in its job step.
-REQUEUE_SIGNALS = (signal.SIGURG, signal.SIGUSR1)
 
 
 def cluster_layout(gpus: int = 0, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -92,22 +88,14 @@ class Requeue(L.Callback):
         self.job = os.environ.get("SLURM_JOB_ID")
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             self.job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        self.signalled: tuple[int, float] | None = None
         self.history: list[dict[str, Any]] = []
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:
-        self.signalled = (signum, time.time())
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.job and threading.current_thread() is threading.main_thread():
-            for sig in REQUEUE_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handler)
+        if self.job:
+            layout.watch_requeue_signals()  # (`sdofm pretrain` watches from its start)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous = {}
+        layout.unwatch_requeue_signals()
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history}
@@ -119,8 +107,8 @@ class Requeue(L.Callback):
             if self.history[-1]["saved_at"] is None and self.path.exists():
                 self.history[-1]["saved_at"] = self.path.stat().st_mtime  # written just then
             self.history[-1]["resumed_at"] = time.time()
-            self.history[-1]["slurm_restarts"] = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-            log.info("resumed after a requeue: %s", json.dumps(self.history[-1]))
+            if rank_zero_only.rank == 0:
+                log.info("resumed after a requeue: %s", json.dumps(self.history[-1]))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.job:
@@ -128,9 +116,10 @@ class Requeue(L.Callback):
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         if not (stepped or batch_idx + 1 == trainer.num_training_batches):
             return  # accumulated gradients are not in a checkpoint: wait for the step
-        if not trainer.strategy.reduce_boolean_decision(self.signalled is not None, all=False):
+        received = layout.requeue_signal()
+        if not trainer.strategy.reduce_boolean_decision(received is not None, all=False):
             return
-        signum, at = self.signalled or (None, time.time())
+        signum, at = received or (None, time.time())
         name = signal.Signals(signum).name if signum else "another rank's signal"
         self.history.append(
             {"step": trainer.global_step, "signal": name, "signalled_at": at, "saved_at": None}
@@ -151,7 +140,7 @@ class Requeue(L.Callback):
             requeued = done.returncode == 0
             if not requeued:  # carry on: a retry after the time limit resumes from the checkpoint
                 log.error("scontrol requeue %s failed: %s", self.job, done.stderr.strip())
-        self.signalled = None
+        layout.clear_requeue_signal()
         if not trainer.strategy.broadcast(requeued, src=0):
             self.history[-1]["requeued"] = False
             return

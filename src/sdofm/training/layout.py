@@ -1,4 +1,5 @@
-"""The training processes of a job: one per GPU, the same number on every node.
+"""The training processes of a job: one per GPU, the same number on every node; and SLURM's
+warning before the job's time limit, heard from the moment the process starts.
 
 Pure Python (the workflow imports it to build the ``srun`` line of the pretraining rule).
 """
@@ -6,12 +7,64 @@ Pure Python (the workflow imports it to build the ``srun`` line of the pretraini
 from __future__ import annotations
 
 import re
+import signal
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from sdofm import SdofmError
 
-__all__ = ["check_gpus", "launcher", "tasks_per_node"]
+__all__ = [
+    "REQUEUE_SIGNALS",
+    "check_gpus",
+    "clear_requeue_signal",
+    "launcher",
+    "requeue_signal",
+    "tasks_per_node",
+    "unwatch_requeue_signals",
+    "watch_requeue_signals",
+]
+
+# SIGURG is ignored by every process that does not ask for it, so the wrappers around the
+# trainer in a job step (Snakemake, the shell) live through it; SIGUSR1 is the usual choice
+# where the trainer is alone in its job step.
+REQUEUE_SIGNALS = (signal.SIGURG, signal.SIGUSR1)
+_received: list[tuple[int, float]] = []
+_previous: dict[int, Any] = {}
+
+
+def _remember(signum: int, frame: Any) -> None:
+    _received.append((signum, time.time()))
+
+
+def watch_requeue_signals() -> None:
+    """From now on, remember the signals SLURM sends before the time limit (`requeue_signal`).
+
+    `sdofm pretrain` starts watching before its slow imports, so a warning that comes while
+    the trainer starts up is acted on at its first step rather than lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in REQUEUE_SIGNALS:
+        previous = signal.signal(sig, _remember)
+        if previous is not _remember:
+            _previous[sig] = previous
+
+
+def unwatch_requeue_signals() -> None:
+    for sig, handler in _previous.items():
+        signal.signal(sig, handler)
+    _previous.clear()
+
+
+def requeue_signal() -> tuple[int, float] | None:
+    """The first requeue signal received (its number and time), or None."""
+    return _received[0] if _received else None
+
+
+def clear_requeue_signal() -> None:
+    _received.clear()
 
 
 def tasks_per_node(spec: str) -> list[int]:
