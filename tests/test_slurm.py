@@ -46,11 +46,19 @@ def _squeue(fmt: str) -> list[str]:
     return out.stdout.split("\n") if out.returncode == 0 else []
 
 
-def _running(rule: str) -> str | None:
-    """The SLURM id of a running job of ``rule``, if any."""
-    for line in _squeue("%i %T %k"):
+def _running(rule: str, run_id: str | None) -> str | None:
+    """The SLURM id of a running job of ``rule`` in this Snakemake run (the plugin names every
+    job of a run by its run ID; other runs may share the cluster), if any."""
+    if not run_id:
+        return None
+    for line in _squeue("%i %T %k %j"):
         parts = line.split()
-        if len(parts) == 3 and parts[1] == "RUNNING" and parts[2].startswith(f"rule_{rule}"):
+        if (
+            len(parts) == 4
+            and parts[1] == "RUNNING"
+            and parts[2].startswith(f"rule_{rule}")
+            and parts[3] == run_id
+        ):
             return parts[0]
     return None
 
@@ -79,11 +87,15 @@ class _Events:
 
     def __init__(self, workdir: Path):
         self.train_log = workdir / "results" / "logs" / "pretrain_backbone" / "mae_tiny.log"
-        self.pretrain = self.cancelled = None
+        self.snakemake_log = workdir / "snakemake.out"
+        self.pretrain = self.cancelled = self.run_id = None
         self.times: dict[str, float] = {}
 
     def step(self) -> None:
-        if self.pretrain is None and (job := _running("pretrain_backbone")):
+        if self.run_id is None and self.snakemake_log.exists():
+            found = re.search(r"SLURM run ID: (\S+)", self.snakemake_log.read_text())
+            self.run_id = found.group(1) if found else None
+        if self.pretrain is None and (job := _running("pretrain_backbone", self.run_id)):
             if self.train_log.exists() and "training " in self.train_log.read_text():
                 # Its time limit 5 min away: SLURM's URG@300 comes at its next check (<= 60 s).
                 elapsed = subprocess.run(
@@ -105,7 +117,7 @@ class _Events:
             subprocess.run(
                 ["scontrol", "update", f"jobid={self.pretrain}", "timelimit=10"], check=True
             )
-        if self.cancelled is None and (job := _running("run_benchmark")):
+        if self.cancelled is None and (job := _running("run_benchmark", self.run_id)):
             time.sleep(2)  # let it start
             subprocess.run(["scancel", job], check=True)
             self.cancelled = job
