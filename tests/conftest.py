@@ -43,6 +43,24 @@ def tiny_config() -> dict:
 
 
 @pytest.fixture(scope="session")
+def resume_params(tiny_config) -> dict:
+    """Tiny pretraining for the kill/resume tests: 3 epochs, a checkpoint every 4 steps."""
+    return {
+        **tiny_config["pretrain"],
+        "max_epochs": 3,
+        "checkpoint_every_n_steps": 4,
+        "probe_every_n_steps": 5,
+    }
+
+
+def checkpoint_weights(ckpt) -> dict:
+    """The state dict of a checkpoint file."""
+    import torch
+
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="session")
 def synthetic_mirror(tmp_path_factory, tiny_config) -> Path:
     from sdofm.sources.synthetic import SyntheticSun, generate
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,8 @@ import pytest
 import torch
 
 from sdofm import SdofmError
-from sdofm.training.pretrain import _resume_point, cluster_layout, hardware, pretrain
+from sdofm.training.pretrain import _resume_point, hardware, pretrain
+from tests.conftest import checkpoint_weights
 
 RUN = """
 import json, sys
@@ -38,19 +38,9 @@ def _finish(proc: subprocess.Popen) -> dict:
     return json.loads(text.strip().splitlines()[-1]) | {"log": text}
 
 
-def _weights(ckpt) -> dict[str, torch.Tensor]:
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-
-
 @pytest.fixture(scope="module")
-def params(tiny_config):
-    # 95 training samples in batches of 16: 6 steps an epoch, a checkpoint every 4.
-    return {
-        **tiny_config["pretrain"],
-        "max_epochs": 3,
-        "checkpoint_every_n_steps": 4,
-        "probe_every_n_steps": 5,
-    }
+def params(resume_params):
+    return resume_params  # 95 training samples in batches of 16: 6 steps an epoch
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +71,7 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(dataset, params, uninterru
     resumed = _finish(_start(dataset, out, params))
     assert f"resuming from {step}" in resumed["log"]
     assert resumed["steps"] == uninterrupted[1]["steps"] == 18
-    ref, got = _weights(uninterrupted[0]), _weights(out)
+    ref, got = checkpoint_weights(uninterrupted[0]), checkpoint_weights(out)
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
@@ -138,17 +128,3 @@ def test_gpu_asked_where_none_exists(monkeypatch):
         "accelerator": "cpu",
         "precision": "32-true",
     }
-
-
-def test_cluster_layout_from_srun_environment(monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("SLURM_"):
-            monkeypatch.delenv(var)
-    assert cluster_layout() == {"devices": 1, "num_nodes": 1}
-    monkeypatch.setenv("SLURM_STEP_ID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_NNODES", "2")
-    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "4(x2)")
-    layout = cluster_layout()
-    assert (layout["devices"], layout["num_nodes"], layout["strategy"]) == (4, 2, "ddp")
-    assert layout["plugins"][0].auto_requeue

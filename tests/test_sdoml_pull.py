@@ -183,6 +183,33 @@ def test_empty_range_raises(kind, synthetic_mirror, tmp_path):
     _no_output(out)
 
 
+@pytest.mark.parametrize("kind", ["aia", "eve"])
+def test_a_window_without_frames_is_a_gap_unless_the_range_has_none(
+    kind, synthetic_mirror, tmp_path
+):
+    """A month's share (``window``) with no frame in a range that has frames is an empty store
+    (a gap for the build to record); in a range without any it is the same error as ever."""
+    url = f"file://{synthetic_mirror / STORES[kind]}"
+
+    def pull(name: str, start: str, end: str, window: tuple) -> dict[str, int]:
+        return pull_store(
+            url,
+            tmp_path / name,
+            kind=kind,
+            start=T(start),
+            end=T(end),
+            names=NAMES[kind],
+            window=window,
+        )
+
+    quiet = (T("2011-01-03T01:00"), T("2011-01-03T01:30"))  # between two frames and EVE samples
+    assert sum(pull("gap.zarr", "2011-01-01", "2011-02-01", quiet).values()) == 0
+    assert (tmp_path / "gap.zarr").exists()
+    with pytest.raises(SdofmError, match="no .* data"):
+        pull("none.zarr", "2015-01-01", "2015-02-01", (T("2015-01-01"), T("2015-01-02")))
+    _no_output(tmp_path / "none.zarr")
+
+
 @pytest.mark.parametrize(
     ("label", "utc"),
     [

@@ -1,7 +1,10 @@
 """`snakemake --profile slurm` against a real single-node SLURM cluster (scripts/slurm-cluster.sh).
 
-One run of the tiny config through SLURM to the report, during which SLURM kills the
-pretraining job once (scancel): Snakemake must retry it and still finish.
+One run of the tiny config through SLURM to one report, with pretraining as 2 SLURM tasks (CPU
+DDP). While it trains, the test brings its time limit close: SLURM's signal before the limit
+(the profile's --signal) makes the trainers checkpoint and requeue the job, which resumes
+exactly, as one Snakemake job that succeeds. A benchmark job is killed once (scancel):
+Snakemake retries it and still finishes.
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+import torch
+import yaml
 
-from tests.conftest import ROOT, TINY, snakemake_command
+from tests.conftest import ROOT, TINY, checkpoint_weights, snakemake_command
 
 pytestmark = pytest.mark.slurm
 
@@ -43,26 +46,111 @@ def _squeue(fmt: str) -> list[str]:
     return out.stdout.split("\n") if out.returncode == 0 else []
 
 
+def _running(rule: str, run_id: str | None) -> str | None:
+    """The SLURM id of a running job of ``rule`` in this Snakemake run (the plugin names every
+    job of a run by its run ID; other runs may share the cluster), if any."""
+    if not run_id:
+        return None
+    for line in _squeue("%i %T %k %j"):
+        parts = line.split()
+        if (
+            len(parts) == 4
+            and parts[1] == "RUNNING"
+            and parts[2].startswith(f"rule_{rule}")
+            and parts[3] == run_id
+        ):
+            return parts[0]
+    return None
+
+
+def _show(job: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+
+
+# Pretraining as 2 tasks on the test node (CPU DDP; its one GPU shared by name only), with the
+# profile's signal five minutes before a 10-minute limit.
+PRETRAIN_LAYOUT = {
+    "slurm_partition": "gpu",
+    "nodes": 1,
+    "tasks_per_node": 2,
+    "gres": "gpu:h200:1",
+    "gpu": 0,
+    "mpi": "srun",
+    "runtime": 10,
+    "slurm_extra": "'--signal=URG@300'",
+}
+PRETRAIN = {"max_epochs": 120, "probe_every_n_steps": 0, "progress_every_n_steps": 30}
+
+
+class _Events:
+    """What the test does to the run's jobs, and when."""
+
+    def __init__(self, workdir: Path):
+        self.train_log = workdir / "results" / "logs" / "pretrain_backbone" / "mae_tiny.log"
+        self.snakemake_log = workdir / "snakemake.out"
+        self.pretrain = self.cancelled = self.run_id = None
+        self.times: dict[str, float] = {}
+
+    def step(self) -> None:
+        if self.run_id is None and self.snakemake_log.exists():
+            found = re.search(r"SLURM run ID: (\S+)", self.snakemake_log.read_text())
+            self.run_id = found.group(1) if found else None
+        if self.pretrain is None and (job := _running("pretrain_backbone", self.run_id)):
+            if self.train_log.exists() and "training " in self.train_log.read_text():
+                # Its time limit 5 min away: SLURM's URG@300 comes at its next check (<= 60 s).
+                elapsed = subprocess.run(
+                    ["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True
+                ).stdout.strip()
+                seconds = sum(int(x) * 60**i for i, x in enumerate(reversed(elapsed.split(":"))))
+                limit = seconds + 300
+                spec = f"{limit // 3600}:{limit % 3600 // 60:02d}:{limit % 60:02d}"
+                subprocess.run(
+                    ["scontrol", "update", f"jobid={job}", f"timelimit={spec}"], check=True
+                )
+                self.pretrain, self.times["limit_shortened"] = job, time.time()
+        elif (
+            self.pretrain
+            and "requeued" not in self.times
+            and re.search(r"Restarts=[1-9]", _show(self.pretrain))
+        ):
+            self.times["requeued"] = time.time()  # the limit back: no second requeue
+            subprocess.run(
+                ["scontrol", "update", f"jobid={self.pretrain}", "timelimit=10"], check=True
+            )
+        if self.cancelled is None and (job := _running("run_benchmark", self.run_id)):
+            time.sleep(2)  # let it start
+            subprocess.run(["scancel", job], check=True)
+            self.cancelled = job
+
+
 @pytest.fixture(scope="module")
 def slurm_run(cluster, tmp_path_factory):
-    """Run the workflow to one report through SLURM; cancel the first pretraining job once it
-    runs. (One task is enough to exercise every kind of job; the others are the same rules.)"""
+    """Run the workflow to one report through SLURM (one task exercises every kind of job)."""
     workdir = tmp_path_factory.mktemp("slurm")
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    profile["set-resources"]["pretrain_backbone"] = PRETRAIN_LAYOUT
+    profile["set-threads"] = {"pretrain_backbone": 1}
+    (workdir / "profile").mkdir()
+    (workdir / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    overrides = workdir / "pretrain.yaml"
+    overrides.write_text(yaml.safe_dump({"pretrain": PRETRAIN}))
     target = "results/virtual_eve/report.html"
-    cmd, env = snakemake_command(workdir, "--profile", "slurm", target, "--configfile", str(TINY))
+    cmd, env = snakemake_command(
+        workdir,
+        "--profile",
+        str(workdir / "profile"),
+        target,
+        "--configfile",
+        str(TINY),
+        str(overrides),
+    )
     log = workdir / "snakemake.out"
+    events = _Events(workdir)
     started = time.time()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        cancelled = None
-        while proc.poll() is None and time.time() - started < 900:
-            if cancelled is None:
-                for line in _squeue("%i %T %k"):
-                    parts = line.split()
-                    if len(parts) == 3 and parts[1] == "RUNNING" and "pretrain" in parts[2]:
-                        time.sleep(2)  # let it start training
-                        subprocess.run(["scancel", parts[0]], check=True)
-                        cancelled = parts[0]
+        while proc.poll() is None and time.time() - started < 1500:
+            events.step()
             time.sleep(0.5)
         if proc.poll() is None:
             proc.kill()
@@ -70,8 +158,9 @@ def slurm_run(cluster, tmp_path_factory):
         "workdir": workdir,
         "rc": proc.returncode,
         "log": log.read_text(),
-        "cancelled": cancelled,
-        "seconds": time.time() - started,
+        "cancelled": events.cancelled,
+        "pretrain": events.pretrain,
+        "times": events.times | {"started": started, "finished": time.time()},
     }
 
 
@@ -88,68 +177,87 @@ def test_workflow_completes_through_slurm(slurm_run):
     report = slurm_run["workdir"] / "results" / "virtual_eve" / "report.html"
     assert report.exists()
     ids = _job_ids(slurm_run["log"])
-    for rule in ("build_dataset", "pretrain_backbone", "embed_times", "run_benchmark"):
+    for rule in ("build_dataset", "pretrain_backbone", "embed_month", "embed_times"):
         assert rule in ids, f"{rule} was not submitted to SLURM: {ids}"
+    assert len(ids["embed_month"]) == 3  # one job per month, then the merge
     # Small rules shared one submission (groups in the profile).
-    assert any(k.startswith("prepare_") and "pull_sdoml" in k for k in ids), ids
+    assert any(k.startswith("prepare_") and "simulate_sun" in k for k in ids), ids
+    # The monthly pulls went as one job array (the plugin's --slurm-array-jobs).
+    m = re.search(
+        r"Submitted array job .* SLURM job ID (\d+)\. The individual task IDs are 1-3",
+        slurm_run["log"],
+    )
+    assert m, slurm_run["log"][-4000:]
     # SLURM itself ran and finished the jobs (its job-completion log).
     done = Path("/var/log/slurm/jobcomp.log").read_text()
-    for job in ids["embed_times"] + ids["run_benchmark"] + ids["build_dataset"]:
+    for job in ids["embed_times"] + ids["embed_month"] + ids["build_dataset"]:
         assert re.search(rf"JobId={job} .*JobState=COMPLETED", done), job
+    tasks = [
+        re.search(r"ArrayTaskId=(\d+)", line).group(1)
+        for line in done.splitlines()
+        if f" ArrayJobId={m.group(1)} " in line and "JobState=COMPLETED" in line
+    ]
+    assert sorted(tasks) == ["1", "2", "3"], tasks
 
 
 def test_gpu_rules_request_gpus(slurm_run):
     ids = _job_ids(slurm_run["log"])
     for rule, expect_gpu in [
         ("pretrain_backbone", True),
-        ("embed_times", True),
+        ("embed_month", True),
         ("run_benchmark", True),
+        ("embed_times", False),
         ("build_dataset", False),
     ]:
-        shown = subprocess.run(
-            ["scontrol", "show", "job", ids[rule][-1]], capture_output=True, text=True, check=True
-        ).stdout
-        assert ("gres:gpu" in shown) == expect_gpu, (rule, shown)
+        assert ("gres:gpu" in _show(ids[rule][-1])) == expect_gpu, (rule, _show(ids[rule][-1]))
 
 
 def test_job_killed_by_slurm_is_retried(slurm_run):
-    assert slurm_run["cancelled"], "the pretraining job was never seen running"
-    ids = _job_ids(slurm_run["log"])["pretrain_backbone"]
+    assert slurm_run["cancelled"], "the benchmark job was never seen running"
+    ids = _job_ids(slurm_run["log"])["run_benchmark"]
     assert ids[0] == slurm_run["cancelled"] and len(ids) == 2, ids
     done = Path("/var/log/slurm/jobcomp.log").read_text()
     assert re.search(rf"JobId={ids[0]} .*JobState=CANCELLED", done)
     assert re.search(rf"JobId={ids[1]} .*JobState=COMPLETED", done)
-    assert (slurm_run["workdir"] / "results" / "pretrain" / "mae_tiny" / "model.ckpt").exists()
 
 
-def test_pretraining_requeues_on_signal_and_resumes(cluster, dataset, tiny_config, tmp_path):
-    """SIGUSR1 (what `--signal=USR1@300` sends before the time limit): Lightning checkpoints and
-    requeues the job; the requeued job resumes mid-run and finishes with the whole history."""
-    params = {**tiny_config["pretrain"], "max_epochs": 150}
-    out = tmp_path / "pretrain" / "model.ckpt"
-    script = tmp_path / "job.sh"
-    script.write_text(
-        "#!/bin/bash\n"
-        f"#SBATCH --gpus=1 --mem=4000 --open-mode=append -o {tmp_path}/slurm.out\n"
-        f"export PATH={Path(sys.executable).parent}:$PATH\n"
-        f"srun sdofm pretrain --params '{json.dumps(params)}' --dataset {dataset} --out {out}\n"
+def test_pretraining_in_two_tasks_requeues_and_resumes_exactly(slurm_run, tiny_config):
+    """The signal before the time limit reached the trainers only: they checkpointed and
+    requeued the job, which resumed. Snakemake submitted it once and saw it succeed (no retry
+    spent), and the weights are those of an uninterrupted 2-rank run."""
+    from tests.test_ddp import finish, start_ranks
+
+    assert slurm_run["rc"] == 0, slurm_run["log"][-4000:]
+    (job,) = _job_ids(slurm_run["log"])["pretrain_backbone"]  # submitted once
+    assert job == slurm_run["pretrain"]
+    shown = _show(job)
+    assert re.search(r"Restarts=1\b", shown) and re.search(r"NumTasks=2\b", shown), shown
+    done = Path("/var/log/slurm/jobcomp.log").read_text()
+    assert re.search(rf"JobId={job} .*JobState=COMPLETED", done)
+    out = slurm_run["workdir"] / "results" / "pretrain" / "mae_tiny"
+    (requeue,) = json.loads((out / "summary.json").read_text())["requeues"]
+    assert requeue["signal"] == "SIGURG"
+    log = (
+        slurm_run["workdir"] / "results" / "logs" / "pretrain_backbone" / "mae_tiny.log"
+    ).read_text()
+    assert "on 2 process(es)" in log
+    assert re.search(r"resuming from .*/checkpoints/requeue\.ckpt", log)
+    t = slurm_run["times"]
+    signal_after = requeue["signalled_at"] - t["limit_shortened"]
+    print(
+        f"\nrequeue at step {requeue['step']}: signal {signal_after:.0f} s after the limit was "
+        "brought within reach; checkpoint written "
+        f"{requeue['saved_at'] - requeue['signalled_at']:.1f} s after the signal; training again "
+        f"{requeue['resumed_at'] - requeue['saved_at']:.0f} s later (SLURM holds a requeued job "
+        f"~120 s); whole run {t['finished'] - t['started']:.0f} s"
     )
-    job = subprocess.run(
-        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    last = out.parent / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline:
-        time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR1", job], check=True)
-    deadline = time.time() + 600  # SLURM holds a requeued job back for a while before restarting
-    while not out.exists() and time.time() < deadline:
-        time.sleep(2)
-    log = (tmp_path / "slurm.out").read_text()
-    assert "Requeued SLURM job" in log, log[-3000:]
-    # The newest checkpoint of the run: Lightning's hpc_ckpt from the signal, or the epoch's
-    # last.ckpt when the epoch ended between the signal and the requeue.
-    assert re.search(r"resuming from .*(hpc_ckpt_\d+|last)\.ckpt", log), log[-3000:]
-    assert out.exists()
-    history = pd.read_csv(out.parent / "loss_history.csv")
-    assert list(history["epoch"]) == list(range(params["max_epochs"]))
+
+    params = {**tiny_config["pretrain"], **PRETRAIN}
+    ref = slurm_run["workdir"] / "reference" / "model.ckpt"
+    dataset = slurm_run["workdir"] / "results" / "data" / "dataset.zarr"
+    finish(start_ranks(dataset, ref, params), ref)
+    theirs = torch.load(ref, map_location="cpu", weights_only=False)
+    ours = torch.load(out / "model.ckpt", map_location="cpu", weights_only=False)
+    assert theirs["hyper_parameters"] == ours["hyper_parameters"]
+    for k, v in checkpoint_weights(ref).items():
+        assert torch.equal(v, ours["state_dict"][k]), k

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -65,11 +66,31 @@ def test_every_report_is_built_with_every_stage(finished_run):
     summary = (results / "summary" / "report.html").read_text()
     for task in TASKS:
         assert f'href="../{task}/report.html"' in summary
-    for rule in ("simulate_sun", "pull_sdoml", "build_dataset", "collect_events"):
+    for rule in ("simulate_sun", "build_dataset", "collect_events"):
         assert (results / "benchmarks" / f"{rule}.tsv").exists()
         assert (results / "logs" / f"{rule}.log").exists()
+    for rule in ("pull_sdoml", "build_partition", "embed_month/mae_tiny"):  # one job a month
+        assert len(list((results / "benchmarks" / rule).glob("2011-0?.tsv"))) == 3, rule
     assert (results / "embeddings" / "mae_tiny.zarr" / ".zmetadata").exists()
     assert not list(results.rglob("*.partial*")), "a temporary output was left behind"
+
+
+def test_long_jobs_log_progress(finished_run):
+    """The pull, the build and pretraining write progress lines (counts, rate, ETA) to their
+    logs as they go, one per line, for `tail -f`."""
+    logs = finished_run / "results" / "logs"
+    pulled = (logs / "pull_sdoml" / "2011-02.log").read_text()
+    for kind in ("aia", "hmi"):
+        assert re.search(rf"pull {kind}: \d+/\d+ frames \(100%\), [\d.]+frames/s, .* ETA ", pulled)
+    build = (logs / "build_partition" / "2011-02.log").read_text()
+    assert re.search(r"build 2011-02: 0/\d+ samples \(0%\)", build), build
+    assert re.search(r"build 2011-02: (\d+)/\1 samples \(100%\), [\d.]+samples/s", build)
+    train = (logs / "pretrain_backbone" / "mae_tiny.log").read_text()
+    steps = re.findall(
+        r"epoch \d+/2 step (\d+)/(\d+) loss [\d.]+ \| [\d.]+ samples/s \| .* ETA ", train
+    )
+    assert steps and steps[-1][0] == steps[-1][1], train[-2000:]  # up to the last step
+    assert re.search(r"epoch 2/2 val_loss [\d.]+", train)
 
 
 @pytest.mark.browser
@@ -169,17 +190,19 @@ def test_missing_input_store_fails_cleanly(tmp_path):
     config = _tiny_with(tmp_path, sources={"sdoml": f"file://{tmp_path}/no-such-folder"})
     run = snakemake(tmp_path, "results/data/dataset.zarr", configfile=config)
     assert run.returncode != 0
-    log = (tmp_path / "results" / "logs" / "pull_sdoml.log").read_text()
-    assert "no SDOML v2 store at" in log and "no-such-folder" in log
-    assert len(log.strip().splitlines()) == 1
-    assert not (tmp_path / "results" / "data" / "sdoml").exists()
+    logs = list((tmp_path / "results" / "logs" / "pull_sdoml").glob("2011-0?.log"))
+    assert logs, run.stderr[-3000:]
+    for log in (p.read_text() for p in logs):  # each month's pull that ran: one line
+        assert "no SDOML v2 store at" in log and "no-such-folder" in log
+        assert len(log.strip().splitlines()) == 1
+    assert not list((tmp_path / "results" / "data" / "sdoml").glob("2011-0?"))
     assert not list((tmp_path / "results").rglob("*.partial*"))
 
 
 def test_time_range_without_data_fails_cleanly(tmp_path):
     config = _tiny_with(tmp_path, data={"start": "2013-01-01", "end": "2013-02-01"})
-    run = snakemake(tmp_path, "results/data/sdoml", configfile=config)
+    run = snakemake(tmp_path, "results/data/sdoml/2013-01", configfile=config)
     assert run.returncode != 0
-    log = (tmp_path / "results" / "logs" / "pull_sdoml.log").read_text()
+    log = (tmp_path / "results" / "logs" / "pull_sdoml" / "2013-01.log").read_text()
     assert "no AIA data" in log
-    assert not (tmp_path / "results" / "data" / "sdoml").exists()
+    assert not (tmp_path / "results" / "data" / "sdoml" / "2013-01").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,11 @@ def _pull(args, params):
         raise SdofmError(msg)
     start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
     opts = src.get("storage_options") or {}
+    windows = {}
+    if args.period:  # one month's share of the pull, for that month's build
+        from sdofm.dataset.build import pull_windows
+
+        windows = pull_windows(data, args.period)
     stores = [
         (
             "aia",
@@ -106,6 +112,7 @@ def _pull(args, params):
                 names=names,
                 cadence=cadence,
                 storage_options=opts,
+                window=windows.get("eve" if kind == "eve" else "images"),
             )
     return counts
 
@@ -155,15 +162,26 @@ def _merge(args, params):
 
 
 def _pretrain(args, params):
+    import os
+
+    from sdofm.training.layout import watch_requeue_signals
+
+    if "SLURM_JOB_ID" in os.environ:
+        watch_requeue_signals()  # before the slow imports: SLURM may warn during start-up
     from sdofm.training.pretrain import pretrain
 
     return pretrain(args.dataset, args.out, params)
 
 
 def _embed(args, params):
-    from sdofm.embeddings.extract import extract_embeddings
+    from sdofm.embeddings.extract import extract_embeddings, merge_embeddings
 
-    return extract_embeddings(args.dataset, args.checkpoint, args.out, params)
+    if args.parts:
+        return merge_embeddings(args.parts, args.dataset, args.out)
+    if not args.checkpoint:
+        msg = "give the pretrained backbone with --checkpoint"
+        raise SdofmError(msg)
+    return extract_embeddings(args.dataset, args.checkpoint, args.out, params, period=args.period)
 
 
 def _similar(args, params):
@@ -239,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
+    p.add_argument("--period", help="pull only what the build of this month (YYYY-MM) reads")
     p = add("events", "copy the flare list and daily F10.7 into the workflow's layout", _events)
     p.add_argument("--source", help="folder that relative sources.events paths are in")
     p.add_argument("--out", required=True, help="folder for flares.csv and f107.csv")
@@ -267,8 +286,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint path (.ckpt)")
     p = add("embed", "embeddings of every time step (xarray Zarr)", _embed)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="the pretrained backbone (not with --merge)")
     p.add_argument("--out", required=True)
+    p.add_argument("--period", help="embed only this month (YYYY-MM), as a part to merge")
+    p.add_argument("--merge", dest="parts", nargs="+", help="join these monthly parts instead")
     p = add(
         "similar",
         "the k time steps nearest a given time in embedding space",
@@ -310,8 +331,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    """Progress and status lines, timestamped, each written out at once (``tail -f`` a log)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    log = logging.getLogger("sdofm")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    sys.stdout.reconfigure(line_buffering=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _log_to_stderr()
     if args.threads:
         import torch
 

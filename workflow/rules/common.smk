@@ -5,6 +5,7 @@ import sys
 from sdofm import SdofmError
 from sdofm.config import validate_config
 from sdofm.dataset.build import partitions
+from sdofm.training.layout import launcher
 
 try:
     validate_config(config)
@@ -19,7 +20,7 @@ SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
 PERIODS = partitions(
     config["data"]
-)  # the build runs as one job per month, then a merge
+)  # pull, build and embeddings run as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
 # The software of every rule: the pinned environment of the repository (same pins as pyproject).
 ENV = "../../environment.yml"
@@ -42,6 +43,10 @@ def benchmark_params(wildcards):
     """A task's block and the shared protocol, as `sdofm benchmark --params` takes them."""
     block = config["benchmarks"][wildcards.task] | {"protocol": config["protocol"]}
     return shlex.quote(json.dumps(block, sort_keys=True))
+
+
+def training_launcher(wildcards, resources, threads):
+    return launcher(resources, threads)
 
 
 def runtime_for(minutes):

@@ -20,11 +20,11 @@ rule pull_sdoml:
     input:
         f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:
-        directory(f"{RESULTS}/data/sdoml"),
+        directory(f"{RESULTS}/data/sdoml/{{period}}"),
     log:
-        f"{LOGS}/pull_sdoml.log",
+        f"{LOGS}/pull_sdoml/{{period}}.log",
     benchmark:
-        f"{BENCHMARKS}/pull_sdoml.tsv"
+        f"{BENCHMARKS}/pull_sdoml/{{period}}.tsv"
     conda:
         ENV
     resources:
@@ -33,15 +33,16 @@ rule pull_sdoml:
     params:
         settings=as_arg("sources", "data"),
     shell:
-        # The synthetic mirror is this rule's input; a real source is the URL in the config.
-        "sdofm pull --params {params.settings} --out {output}"
+        # One job per month (what that month's build reads). The synthetic mirror is this
+        # rule's input; a real source is the URL in the config.
+        "sdofm pull --params {params.settings} --period {wildcards.period} --out {output}"
         + (" --source {input}" if SYNTHETIC else "")
         + " > {log} 2>&1"
 
 
 rule build_partition:
     input:
-        f"{RESULTS}/data/sdoml",
+        f"{RESULTS}/data/sdoml/{{period}}",
     output:
         temp(directory(f"{RESULTS}/data/partitions/{{period}}.zarr")),
     log:

@@ -1,13 +1,13 @@
-rule embed_times:
+rule embed_month:
     input:
         dataset=f"{RESULTS}/data/dataset.zarr",
         checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
     output:
-        directory(f"{RESULTS}/embeddings/{BACKBONE}.zarr"),
+        temp(directory(f"{RESULTS}/embeddings/months/{BACKBONE}/{{period}}.zarr")),
     log:
-        f"{LOGS}/embed_times/{BACKBONE}.log",
+        f"{LOGS}/embed_month/{BACKBONE}/{{period}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed_times/{BACKBONE}.tsv"
+        f"{BENCHMARKS}/embed_month/{BACKBONE}/{{period}}.tsv"
     conda:
         ENV
     threads: 2
@@ -19,7 +19,31 @@ rule embed_times:
         settings=as_arg("embed"),
     shell:
         "sdofm --threads {threads} embed --params {params.settings} --dataset {input.dataset}"
-        " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+        " --checkpoint {input.checkpoint} --period {wildcards.period} --out {output} > {log} 2>&1"
+
+
+rule embed_times:
+    input:
+        dataset=f"{RESULTS}/data/dataset.zarr",
+        parts=expand(
+            f"{RESULTS}/embeddings/months/{BACKBONE}/{{period}}.zarr", period=PERIODS
+        ),
+    output:
+        directory(f"{RESULTS}/embeddings/{BACKBONE}.zarr"),
+    log:
+        f"{LOGS}/embed_times/{BACKBONE}.log",
+    benchmark:
+        f"{BENCHMARKS}/embed_times/{BACKBONE}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=runtime_for(30),
+    params:
+        settings=as_arg("embed"),
+    shell:
+        "sdofm embed --params {params.settings} --dataset {input.dataset} --out {output}"
+        " --merge {input.parts} > {log} 2>&1"
 
 
 rule map_embeddings:

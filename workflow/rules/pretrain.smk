@@ -24,10 +24,10 @@ rule pretrain_backbone:
         mem_mb=8000,
         runtime=runtime_for(720),
         gpu=1,
-        # Launcher of the training processes: none for one device; for several GPUs or nodes
-        # the slurm profile sets "srun", one process per task (Lightning turns them into DDP ranks).
-        launcher="",
     params:
         settings=as_arg("pretrain"),
+        # Nothing for one process; `srun` with one task per GPU when the slurm profile gives
+        # the job nodes and tasks_per_node (Lightning turns the tasks into DDP ranks).
+        launcher=training_launcher,
     shell:
-        "{resources.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output.checkpoint} > {log} 2>&1"
+        "{params.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output.checkpoint} > {log} 2>&1"

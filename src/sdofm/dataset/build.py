@@ -21,6 +21,7 @@ from sdofm import SdofmError
 from sdofm.config import config_hash
 from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
+from sdofm.progress import progress
 from sdofm.sources.sdoml import EVE_GROUP, eve_times, frame_times
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "match_times",
     "merge_partitions",
     "partitions",
+    "pull_windows",
     "build_partition",
     "time_grid",
     "qc_path",
@@ -181,6 +183,33 @@ def partitions(data: dict[str, Any]) -> list[str]:
     return sorted({f"{t:%Y-%m}" for t in grid})
 
 
+def _period_rows(data: dict[str, Any], period: str) -> np.ndarray:
+    """Positions in the time grid of the steps of one month (``2011-01``); an error if none."""
+    rows = np.flatnonzero(time_grid(data).strftime("%Y-%m") == period)
+    if len(rows) == 0:
+        msg = f"partition {period} has no time step between {data['start']} and {data['end']}"
+        raise SdofmError(msg)
+    return rows
+
+
+def pull_windows(data: dict[str, Any], period: str) -> dict[str, tuple[pd.Timestamp, ...]]:
+    """The times whose frames a month's build can match, per source (``images``, ``eve``).
+
+    Images: whole cadence bins (counted from ``data.start``, as the pull thins them) around the
+    month's steps, wide enough for the tolerance; EVE: the month's steps ± its tolerance. A
+    build of the month from a pull of these windows equals its build from a pull of the range.
+    """
+    rows = _period_rows(data, period)
+    grid, start = time_grid(data), pd.Timestamp(data["start"])
+    cadence = pd.Timedelta(minutes=data["cadence_minutes"])
+    bins = int(np.ceil(pd.Timedelta(minutes=data["tolerance_minutes"]) / cadence))
+    eve_tol = pd.Timedelta(minutes=data["eve_tolerance_minutes"])
+    return {
+        "images": (start + (rows[0] - bins) * cadence, start + (rows[-1] + bins + 1) * cadence),
+        "eve": (grid[rows[0]] - eve_tol, grid[rows[-1]] + eve_tol + pd.Timedelta(1)),
+    }
+
+
 def align(
     sdoml_dir: Path,
     data: dict[str, Any],
@@ -280,10 +309,7 @@ def build_partition(
         grid, val=splits["val"], test=splits["test"], buffer_days=splits["buffer_days"]
     )
     check_no_leak(grid, labels, splits["buffer_days"])
-    rows = np.flatnonzero(grid.strftime("%Y-%m") == period)
-    if len(rows) == 0:
-        msg = f"partition {period} has no time step between {data['start']} and {data['end']}"
-        raise SdofmError(msg)
+    rows = _period_rows(data, period)
     month = pd.Period(period, freq="M")
     window = (
         max(month.start_time, pd.Timestamp(data["start"])),
@@ -462,6 +488,7 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
     valid = valid.copy()
     n, s1, s2 = 0, np.zeros(n_ch), np.zeros(n_ch)
     rows = np.flatnonzero(valid)
+    bar = progress(len(rows), f"build {al.grid[0]:%Y-%m}", "samples")
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
         x = downsample(al.read(block), size).astype(np.float32)
@@ -475,4 +502,6 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
             n += z.shape[0] * z.shape[2] * z.shape[3]
             s1 += z.sum(axis=(0, 2, 3))
             s2 += (z**2).sum(axis=(0, 2, 3))
+        bar.update(len(block))
+    bar.close()
     return valid, n, s1, s2

@@ -314,6 +314,7 @@ class SDOStacks(Dataset):
     """Temporal stacks for the temporal model: (C, T, H, W) per item, oldest frame first.
 
     The rows of an item are its T rows; ``rows`` says which row each item ends on (its time).
+    ``ending_in`` keeps only the stacks that end on one of those rows.
     """
 
     def __init__(
@@ -323,10 +324,13 @@ class SDOStacks(Dataset):
         frames: int,
         spacing: int,
         split: str | None,
+        ending_in: np.ndarray | None = None,
         **image_options: Any,
     ):
         ds = open_dataset(path)
         self.stacks = temporal_index(ds, frames=frames, spacing=spacing, split=split)
+        if ending_in is not None:
+            self.stacks = self.stacks[np.isin(self.stacks[:, -1], ending_in)]
         self.rows = self.stacks[:, -1] if len(self.stacks) else np.empty(0, np.int64)
         self.images = SDOImages(path, np.unique(self.stacks), **image_options)
         self.norm, self.mask = self.images.norm, self.images.mask
@@ -344,23 +348,36 @@ class _EpochSampler(Sampler[int]):
     """Each epoch's order comes from (seed, epoch) alone, and an epoch can start part-way.
 
     That is what makes a resumed run see exactly the samples, in exactly the order, that the
-    uninterrupted run would have seen after its checkpoint.
+    uninterrupted run would have seen after its checkpoint. Under DDP each of ``world`` ranks
+    takes every ``world``-th sample of that order, starting at its ``rank`` (the order is padded
+    with its own first samples to a multiple of ``world``, as torch's ``DistributedSampler``
+    does), so a rank's shard is a function of (seed, epoch, rank) and every rank has as many
+    batches as the others.
     """
 
-    def __init__(self, n: int, *, shuffle: bool, seed: int):
+    def __init__(self, n: int, *, shuffle: bool, seed: int, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            msg = f"rank {rank} is not one of the {world} ranks"
+            raise SdofmError(msg)
         self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world = rank, world
         self.epoch, self.skip = 0, 0
 
-    def __len__(self) -> int:  # a whole epoch, also when this one resumes part-way
-        return self.n
+    def __len__(self) -> int:  # a whole epoch of this rank, also when one resumes part-way
+        return -(-self.n // self.world)
 
-    def __iter__(self):
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's samples of ``epoch``, in training order."""
         if self.shuffle:
-            order = torch.randperm(
-                self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            )
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.n, generator=gen)
         else:
             order = torch.arange(self.n)
+        padded = torch.cat([order, order[: len(self) * self.world - self.n]])
+        return padded[self.rank :: self.world]
+
+    def __iter__(self):
+        order = self.order(self.epoch)
         start, self.skip = self.skip, 0
         self.epoch += 1
         yield from order[start:].tolist()
@@ -371,11 +388,25 @@ class ResumableLoader(DataLoader):
 
     Lightning saves ``state_dict()`` with every checkpoint and hands it back on resume; the
     training module reports how many batches of the epoch it has trained on (``batches_done``),
-    because Lightning fetches a batch ahead of the one it is training on.
+    because Lightning fetches a batch ahead of the one it is training on. Under DDP it is
+    built with the process's ``rank`` and the ``world`` size and shards the data itself (the
+    Trainer must not replace its sampler: ``use_distributed_sampler=False``); every rank is at
+    the same position, so rank 0's saved state resumes them all.
     """
 
-    def __init__(self, dataset: Dataset, *, seed: int, shuffle: bool, **kwargs: Any):
-        self.epoch_sampler = _EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world: int = 1,
+        **kwargs: Any,
+    ):
+        self.epoch_sampler = _EpochSampler(
+            len(dataset), shuffle=shuffle, seed=seed, rank=rank, world=world
+        )
         # Its own generator: starting an iterator draws a worker seed, which must not come
         # from (and shift) the global RNG that the masks are drawn from.
         gen = torch.Generator().manual_seed(seed)
@@ -392,7 +423,7 @@ class ResumableLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         skip = state["batches_done"] * self.batch_size
-        if skip >= self.epoch_sampler.n:  # saved at the end of an epoch: start the next one
+        if skip >= len(self.epoch_sampler):  # saved at the end of an epoch: start the next one
             self.epoch_sampler.epoch, self.epoch_sampler.skip = state["epoch"] + 1, 0
         else:
             self.epoch_sampler.epoch, self.epoch_sampler.skip = state["epoch"], skip
@@ -469,10 +500,13 @@ class SDODataModule(L.LightningDataModule):
 
     def _loader(self, data: Dataset, shuffle: bool) -> DataLoader:
         workers = self.num_workers > 0
+        trainer = self.trainer  # under DDP each rank trains on its own shard of every epoch
         return ResumableLoader(
             data,
             seed=self.seed,
             shuffle=shuffle,
+            rank=trainer.global_rank if trainer else 0,
+            world=trainer.world_size if trainer else 1,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),

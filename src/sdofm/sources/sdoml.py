@@ -19,6 +19,7 @@ import zarr
 
 from sdofm import SdofmError
 from sdofm.io import atomic_output
+from sdofm.progress import progress as progress_counter
 
 __all__ = [
     "AIA_CHANNELS",
@@ -167,7 +168,12 @@ class _Progress:
 
 
 def _copy_array(
-    src: zarr.Array, dst_group: zarr.Group, name: str, idx: np.ndarray, progress: _Progress
+    src: zarr.Array,
+    dst_group: zarr.Group,
+    name: str,
+    idx: np.ndarray,
+    progress: _Progress,
+    counter: Any,
 ) -> None:
     shape = (len(idx), *src.shape[1:])
     key = f"{dst_group.path}/{name}"
@@ -185,13 +191,13 @@ def _copy_array(
     # Blocks of 60 frames (whole 15-frame chunks) bound memory; each is fetched with retries
     # and recorded, so a re-run after an interruption fetches only the missing blocks.
     for lo in range(0, len(idx), 60):
-        if f"{key}:{lo}" in progress.done:
-            continue
         block = idx[lo : lo + 60]
-        dst[lo : lo + len(block)] = with_retries(
-            lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
-        )
-        progress.mark(f"{key}:{lo}")
+        if f"{key}:{lo}" not in progress.done:
+            dst[lo : lo + len(block)] = with_retries(
+                lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
+            )
+            progress.mark(f"{key}:{lo}")
+        counter.update(len(block))
     attrs = {}
     for key, value in src.attrs.asdict().items():
         if isinstance(value, list) and len(value) == src.shape[0]:
@@ -211,12 +217,15 @@ def pull_store(
     names: Sequence[str],
     cadence: pd.Timedelta | None = None,
     storage_options: dict[str, Any] | None = None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> dict[str, int]:
     """Copy a time range and a set of channels of an SDOML v2 store to ``out``.
 
     ``kind`` is ``"aia"``/``"hmi"`` (year groups of frame arrays, names are channels) or ``"eve"``
     (the MEGS-A group, names are lines). The copy keeps the SDOML v2 layout and attrs. It is
     written through `atomic_output`, so an interrupted pull leaves nothing that looks complete.
+    With ``window`` only the frames a pull of [start, end) selects that fall in [lo, hi) are
+    copied (a month's share of the pull: the cadence bins still count from ``start``).
     Returns the number of frames copied per name.
     """
     src = open_store(url, storage_options)
@@ -227,17 +236,42 @@ def pull_store(
         "end": str(end),
         "names": list(names),
         "cadence": str(cadence),
+        "window": [str(t) for t in window] if window else None,
     }
     with atomic_output(out, resumable=True) as tmp:
         progress = _Progress(tmp, request)
         if not progress.resumed and tmp.exists():  # a partial pull of another request
             shutil.rmtree(tmp)
-        counts = _pull(src, url, tmp, kind, start, end, names, cadence, progress)
+        span = (start, end, window or (start, end))
+        counts = _pull(src, url, tmp, kind, span, names, cadence, progress)
         progress.path.unlink(missing_ok=True)
         return counts
 
 
-def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str, int]:
+def _frames_in(times: pd.DatetimeIndex, span: tuple, cadence: pd.Timedelta | None) -> np.ndarray:
+    """The frames a pull of [start, end) at ``cadence`` copies, restricted to [lo, hi)."""
+    start, end, (lo, hi) = span
+    idx = _select(times, start, end, cadence)
+    return idx[(times[idx] >= lo) & (times[idx] < hi)]
+
+
+def _in_range(src: zarr.Group, kind: str, names: Sequence[str], span: tuple) -> bool:
+    """Whether the store has frames of ``names`` anywhere in [start, end) (not just the window)."""
+    start, end, window = span
+    if window == (start, end):
+        return False  # (asked only when the window, here the whole range, has none)
+    if kind == "eve":
+        return len(_select(eve_times(src[EVE_GROUP]), start, end, None)) > 0
+    return any(
+        len(_select(frame_times(src[year][name]), start, end, None))
+        for year in _year_groups(src, start, end)
+        for name in names
+        if name in src[year]
+    )
+
+
+def _pull(src, url, tmp, kind, span, names, cadence, progress) -> dict[str, int]:
+    start, end, (lo, hi) = span
     dst = zarr.open_group(tmp, mode="a" if progress.resumed else "w", zarr_format=2)
     dst.attrs.update({**src.attrs.asdict(), "sdofm_source": url})
     counts: dict[str, int] = {}
@@ -246,7 +280,7 @@ def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str
             msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
             raise SdofmError(msg)
         g = src[EVE_GROUP]
-        idx = _select(with_retries(lambda: eve_times(g), f"{url} EVE times"), start, end, cadence)
+        idx = _frames_in(with_retries(lambda: eve_times(g), f"{url} EVE times"), span, cadence)
         out_g = dst.require_group(EVE_GROUP)
         for name in ("Time", *names):
             if name not in g:
@@ -273,18 +307,23 @@ def _pull(src, url, tmp, kind, start, end, names, cadence, progress) -> dict[str
                 )
             counts[name] = len(idx)
     else:
-        for year in _year_groups(src, start, end):
-            out_y = dst.require_group(year)
+        plan = []  # every array's frames first, so the progress lines know the total
+        for year in _year_groups(src, max(start, lo), min(end, hi)):
+            dst.require_group(year)
             for name in names:
                 if name not in src[year]:
                     continue  # channels differ between years; alignment records the gap
                 arr = src[year][name]
                 times = with_retries(lambda arr=arr: frame_times(arr), f"{url} {arr.path} times")
-                idx = _select(times, start, end, cadence)
+                idx = _frames_in(times, span, cadence)
                 if len(idx):
-                    _copy_array(arr, out_y, name, idx, progress)
-                    counts[name] = counts.get(name, 0) + len(idx)
-    if sum(counts.get(n, 0) for n in names) == 0:
+                    plan.append((year, name, arr, idx))
+        with progress_counter(sum(len(p[3]) for p in plan), f"pull {kind}", "frames") as bar:
+            for year, name, arr, idx in plan:
+                _copy_array(arr, dst[year], name, idx, progress, bar)
+                counts[name] = counts.get(name, 0) + len(idx)
+    # A month without frames is a gap the build records; a range without any is an error.
+    if sum(counts.get(n, 0) for n in names) == 0 and not _in_range(src, kind, names, span):
         shutil.rmtree(tmp)  # nothing to resume: the request itself is empty
         msg = f"no {kind.upper()} data for {list(names)} between {start} and {end} in {url}"
         raise SdofmError(msg)

@@ -13,7 +13,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,14 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from sdofm import SdofmError
 from sdofm.dataset.loader import ResumableLoader, SDODataModule, open_dataset
 from sdofm.dataset.splits import split_intervals
 from sdofm.models import backbone_kwargs, build_backbone
+from sdofm.training.cluster import Requeue, cluster_layout
 
-__all__ = ["Pretrainer", "cluster_layout", "hardware", "pretrain"]
+__all__ = ["Pretrainer", "hardware", "pretrain"]
 
 
 class Pretrainer(L.LightningModule):
@@ -89,14 +88,16 @@ class Pretrainer(L.LightningModule):
         loader = self.trainer.train_dataloader
         if isinstance(loader, ResumableLoader):
             loader.batches_done += 1  # the position a checkpoint taken now resumes from
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.history["train"].append([self.global_step, self.current_epoch, loss.item()])
+        # The mean over the ranks' batches (the loss of the step's whole batch under DDP).
+        step_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        self.log("train_loss", step_loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.history["train"].append([self.global_step, self.current_epoch, step_loss.item()])
         return loss
 
     def validation_step(self, batch, batch_idx):
         gen = torch.Generator(device=batch[0].device).manual_seed(self.hparams.seed + batch_idx)
         loss, _, _ = self.net(batch[0], generator=gen)
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True)
+        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
         self._val_losses.append(loss.item())
 
     def on_validation_epoch_end(self) -> None:
@@ -167,28 +168,6 @@ class Pretrainer(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def cluster_layout() -> dict[str, Any]:
-    """Trainer settings for how the process was launched.
-
-    Under ``srun`` (one process per GPU, possibly on several nodes) Lightning's SLURM environment
-    wires up DDP, and SIGUSR1 (sbatch ``--signal=USR1@<s>``) makes it checkpoint and requeue the
-    job before its time limit. Anywhere else: one device.
-    """
-    env = os.environ
-    if "SLURM_STEP_ID" in env and "SLURM_NTASKS" in env:
-        nodes = int(env.get("SLURM_NNODES", "1"))
-        per_node = env.get("SLURM_NTASKS_PER_NODE", "").split("(")[0].split(",")[0]
-        devices = int(per_node) if per_node else int(env["SLURM_NTASKS"]) // nodes
-        plugin = SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)
-        return {
-            "devices": devices,
-            "num_nodes": nodes,
-            "plugins": [plugin],
-            "strategy": "ddp" if devices * nodes > 1 else "auto",
-        }
-    return {"devices": 1, "num_nodes": 1}
-
-
 def hardware(params: dict[str, Any]) -> dict[str, Any]:
     """Accelerator and precision for the Trainer; an error if a GPU is asked for and absent.
 
@@ -213,9 +192,10 @@ def hardware(params: dict[str, Any]) -> dict[str, Any]:
 def _resume_point(ckpt_dir: Path, hparams: dict[str, Any]) -> Path | None:
     """The newest checkpoint in ``ckpt_dir`` written by this very configuration, if any.
 
-    Candidates are the rolling ``last.ckpt``/``step.ckpt`` and Lightning's ``hpc_ckpt_*.ckpt``
-    (written when SLURM signals the time limit). A checkpoint of other settings stops the run:
-    resuming it would be wrong and deleting it could lose days of training.
+    Candidates are the rolling ``last.ckpt``/``step.ckpt`` and ``requeue.ckpt`` (written when
+    SLURM signals the time limit, see `sdofm.training.cluster.Requeue`). A checkpoint of other
+    settings stops the run: resuming it would be wrong and deleting it could lose days of
+    training.
     """
     newest_first = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for ckpt in newest_first:
@@ -259,6 +239,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     ``reconstructions.png`` and ``summary.json``. Returns the summary.
     """
     from sdofm.training.callbacks import LinearProbe, ReconstructionMonitor, plot_loss_curve
+    from sdofm.training.progress import LogProgress
 
     out = Path(out)
     ds = open_dataset(dataset)
@@ -321,18 +302,22 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         )
     probe = LinearProbe(dataset, every_n_steps=params["probe_every_n_steps"])
     monitor = ReconstructionMonitor(out.parent)
+    # Bars on a terminal; in a job log, a line every N steps (loss, samples/s, ETA).
+    bar = [] if sys.stderr.isatty() else [LogProgress(params["progress_every_n_steps"])]
+    requeue = Requeue(ckpt_dir / "requeue.ckpt")
+    layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
         **hw,
         deterministic=True,
         accumulate_grad_batches=params["accumulate_grad_batches"],
-        default_root_dir=ckpt_dir,  # where Lightning's SLURM requeue writes hpc_ckpt_*.ckpt
+        default_root_dir=ckpt_dir,
         logger=_loggers(params, log_dir),
-        callbacks=[*checkpoints, probe, monitor],
+        callbacks=[*checkpoints, probe, monitor, *bar, requeue],
         enable_model_summary=False,
         log_every_n_steps=1,
-        enable_progress_bar=sys.stderr.isatty(),  # bars on a terminal, not in job logs
-        **cluster_layout(),
+        use_distributed_sampler=False,  # the loader shards by (seed, epoch, rank) itself
+        **layout,
     )
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     # Every rank takes part in saving (it synchronises); rank 0 writes, then renames, so no
@@ -364,6 +349,7 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         else None,
         "final_probe_r2": float(probe_table["probe_r2"].iloc[-1]) if len(probe_table) else None,
         "reconstruction_mse": monitor.errors,
+        "requeues": requeue.history,  # SLURM signalled the time limit: checkpoint, requeue
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
     partial.replace(out)  # last: the output exists only once everything beside it does
