@@ -9,7 +9,6 @@ import zarr
 
 from sdofm import SdofmError
 from sdofm.sources.events import (
-    _read_goes_fits,
     flare_labels,
     flux_to_goes_class,
     goes_class_to_flux,
@@ -18,6 +17,7 @@ from sdofm.sources.events import (
     read_flare_list,
     read_goes_xrs,
 )
+from sdofm.sources.goes import _read_goes_fits
 from sdofm.sources.sdoml import EVE_GROUP
 from sdofm.sources.synthetic import SyntheticSun, generate
 

@@ -25,6 +25,7 @@ SECTIONS = {
     "simulate": ["synthetic"],
     "pull": ["sources", "data"],
     "events": ["sources", "data"],
+    "fetch-events": ["data"],
     "build": ["data", "splits"],
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
@@ -111,18 +112,37 @@ def _pull(args, params):
 
 
 def _events(args, params):
+    import tempfile
+
     from sdofm.sources.events import collect_events
+    from sdofm.sources.eventsources import event_files, resolve_event_sources
 
-    src, data = params["sources"]["events"], params["data"]
-    root = Path(args.source) if args.source else None
-
-    def where(name: str) -> Path:  # relative names are in the synthetic mirror
-        path = Path(src[name])
-        return root / path if root and not path.is_absolute() else path
-
-    return collect_events(
-        where("flares"), where("f107"), args.out, start=data["start"], end=data["end"]
+    data = params["data"]
+    src = resolve_event_sources(
+        params["sources"]["events"],
+        synthetic=params["sources"]["sdoml"] == "synthetic" or args.source is not None,
+        config_files=[args.config] if args.config else [],
     )
+    src.update({k: v for k, v in (("flares", args.flares), ("f107", args.f107)) if v})
+    if args.goes:
+        src["goes"] = args.goes
+    with tempfile.TemporaryDirectory(prefix="sdofm-events-") as downloads:
+        files = event_files(src, mirror=args.source, downloads=downloads, data=data)
+        return collect_events(
+            files["flares"],
+            files["f107"],
+            args.out,
+            start=data["start"],
+            end=data["end"],
+            goes=files["goes"],
+        )
+
+
+def _fetch_events(args, params):
+    from sdofm.sources.eventsources import fetch_event
+
+    data = params["data"]
+    return {args.kind: fetch_event(args.kind, args.out, start=data["start"], end=data["end"])}
 
 
 def _ingest(args, params):
@@ -238,9 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
-    p = add("events", "copy the flare list and daily F10.7 into the workflow's layout", _events)
-    p.add_argument("--source", help="folder that relative sources.events paths are in")
-    p.add_argument("--out", required=True, help="folder for flares.csv and f107.csv")
+    p = add("events", "copy flares, daily F10.7 and GOES XRS into the workflow's layout", _events)
+    p.add_argument("--source", help="the synthetic mirror: its files stand in for unset sources")
+    p.add_argument("--flares", help="flare list file, or 'goes' (overrides sources.events)")
+    p.add_argument("--f107", help="F10.7 file (overrides sources.events.f107)")
+    p.add_argument("--goes", nargs="+", help="GOES XRS file(s) (overrides sources.events.goes)")
+    p.add_argument("--out", required=True, help="folder for flares.csv, f107.csv, goes_xrs.csv")
+    p = add("fetch-events", "download a flare list (HEK) or F10.7 (LISIRD)", _fetch_events)
+    p.add_argument("kind", choices=["flares", "f107"])
+    p.add_argument("--out", required=True, help="the downloaded file (CSV)")
     p = add(
         "ingest",
         "calibrate level-1 AIA/HMI FITS files into an SDOML v2 store (aiapy)",

@@ -5,6 +5,7 @@ import sys
 from sdofm import SdofmError
 from sdofm.config import validate_config
 from sdofm.dataset.build import partitions
+from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 
 try:
     validate_config(config)
@@ -17,6 +18,19 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 BACKBONE = config["pretrain"]["backbone"]
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
+# Event data: files (relative to the config file that names them), fetches or the mirror's.
+try:
+    EVENT_SOURCES = resolve_event_sources(
+        config["sources"]["events"],
+        synthetic=SYNTHETIC,
+        config_files=[
+            os.path.join(workflow.basedir, "..", "config", "config.yaml"),
+            *map(str, workflow.overwrite_configfiles),
+        ],
+    )
+    EVENT_INPUTS = event_inputs(EVENT_SOURCES, f"{RESULTS}/data/downloads")
+except SdofmError as err:
+    sys.exit(f"Invalid configuration: {err}")
 PERIODS = partitions(
     config["data"]
 )  # the build runs as one job per month, then a merge
@@ -28,6 +42,7 @@ ENV = "../../environment.yml"
 wildcard_constraints:
     task="|".join(TASKS),
     period=r"\d{4}-\d{2}",
+    kind="flares|f107",
 
 
 def as_arg(*sections):
@@ -36,6 +51,18 @@ def as_arg(*sections):
         {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
     )
     return shlex.quote(json.dumps(blocks, sort_keys=True))
+
+
+def event_args(wildcards, input):
+    """`sdofm events` options naming the event files (the mirror's stand in when unset)."""
+    args = [f"--source {input.synthetic}"] if SYNTHETIC else []
+    if EVENT_SOURCES["flares"] == "goes":
+        args.append("--flares goes")
+    for key in ("flares", "f107", "goes"):
+        if key in EVENT_INPUTS:
+            files = [input[key]] if isinstance(input[key], str) else list(input[key])
+            args.append(f"--{key} " + " ".join(map(shlex.quote, files)))
+    return " ".join(args)
 
 
 def benchmark_params(wildcards):

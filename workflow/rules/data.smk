@@ -81,9 +81,29 @@ rule build_dataset:
         "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"
 
 
+rule fetch_events:
+    output:
+        f"{RESULTS}/data/downloads/{{kind}}.csv",
+    log:
+        f"{LOGS}/fetch_events/{{kind}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fetch_events/{{kind}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime_for(30),
+    params:
+        settings=as_arg("data"),
+    shell:
+        # flares from HEK, F10.7 from LISIRD: online sources named in sources.events
+        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output} > {log} 2>&1"
+
+
 rule collect_events:
     input:
-        f"{RESULTS}/synthetic" if SYNTHETIC else [],
+        **EVENT_INPUTS,
+        synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:
         directory(f"{RESULTS}/data/events"),
     log:
@@ -93,11 +113,10 @@ rule collect_events:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=runtime_for(10),
     params:
         settings=as_arg("sources", "data"),
+        files=event_args,
     shell:
-        "sdofm events --params {params.settings} --out {output}"
-        + (" --source {input}" if SYNTHETIC else "")
-        + " > {log} 2>&1"
+        "sdofm events --params {params.settings} --out {output} {params.files} > {log} 2>&1"
