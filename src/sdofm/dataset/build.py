@@ -21,7 +21,7 @@ from sdofm import SdofmError
 from sdofm.config import config_hash
 from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
-from sdofm.sources.sdoml import EVE_GROUP, eve_times, frame_times
+from sdofm.sources.sdoml import EVE_GROUP, HMI_PRODUCTS, eve_times, frame_times
 
 __all__ = [
     "Alignment",
@@ -64,7 +64,7 @@ class Frames:
 
 def transform_for(channel: str) -> str:
     """The intensity transform before standardisation: AIA spans decades, HMI is signed."""
-    return "linear" if channel in ("Bx", "By", "Bz") else "log1p"
+    return "linear" if channel in HMI_PRODUCTS else "log1p"
 
 
 def apply_transform(x: np.ndarray, transforms: list[str]) -> np.ndarray:
