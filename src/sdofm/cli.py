@@ -26,6 +26,7 @@ SECTIONS = {
     "pull": ["sources", "data"],
     "events": ["sources", "data"],
     "fetch-events": ["data"],
+    "ingest-period": ["sources", "data"],
     "build": ["data", "splits"],
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
@@ -94,6 +95,8 @@ def _pull(args, params):
         ),
         ("eve", src["eve_store"], data["eve_lines"], None),
     ]
+    if src.get("fits") is not None:  # AIA/HMI come from level-1 FITS (ingest-period): EVE only
+        stores = stores[2:]
     counts = {}
     with atomic_output(args.out) as tmp:
         tmp.mkdir()
@@ -160,11 +163,45 @@ def _ingest(args, params):
     }
 
 
+def _ingest_period(args, params):
+    from sdofm.sources.fitsfolder import (
+        MIRROR,
+        MIRROR_TABLE,
+        fits_files,
+        ingest_period,
+        resolve_fits_sources,
+    )
+
+    data, src = params["data"], params["sources"]
+    mirror = Path(args.source) if args.source else None
+    fits = resolve_fits_sources(
+        src.get("fits") or {},
+        data,
+        synthetic=src["sdoml"] == "synthetic" or mirror is not None,
+        config_files=[args.config] if args.config else [],
+    )
+    files = {}
+    for key in ("aia", "hmi"):
+        spec = fits[key] or (mirror / MIRROR[key] if mirror else None)
+        files[key] = getattr(args, key) or (fits_files(spec) if spec else [])
+    table = args.correction_table or fits["correction_table"]
+    if table is None and mirror is not None:
+        table = mirror / MIRROR_TABLE
+    return ingest_period(
+        args.out,
+        data=data,
+        period=args.period,
+        aia=files["aia"],
+        hmi=files["hmi"] if data["hmi_components"] else [],
+        correction_table=table,
+    )
+
+
 def _build(args, params):
     from sdofm.dataset.build import build_dataset, build_partition
 
     if args.period:
-        return build_partition(args.sdoml, args.out, params, args.period)
+        return build_partition(args.sdoml, args.out, params, args.period, args.frames)
     return build_dataset(args.sdoml, args.out, params)
 
 
@@ -279,9 +316,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="pixels per side (SDOML: 512)")
     p.add_argument("--correction-table", help="aiapy degradation table (aia_V*_response_table.txt)")
     p = add(
+        "ingest-period",
+        "ingest one month of the level-1 FITS of sources.fits (aia.zarr, hmi.zarr)",
+        _ingest_period,
+    )
+    p.add_argument("--period", required=True, help="the month, YYYY-MM")
+    p.add_argument("--out", required=True, help="folder for the month's aia.zarr and hmi.zarr")
+    p.add_argument("--source", help="the synthetic mirror: its fits/ stand in for unset sources")
+    p.add_argument("--aia", nargs="+", help="AIA level-1 files (overrides sources.fits.aia)")
+    p.add_argument("--hmi", nargs="+", help="HMI magnetograms (overrides sources.fits.hmi)")
+    p.add_argument("--correction-table", help="aiapy degradation table")
+    p = add(
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
+    p.add_argument("--frames", help="folder with this month's aia.zarr/hmi.zarr (FITS source)")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
     p.add_argument("--period", help="build only this month (YYYY-MM) as a partition to merge")
     p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)

@@ -39,9 +39,34 @@ rule pull_sdoml:
         + " > {log} 2>&1"
 
 
+rule ingest_fits:
+    input:
+        **FITS_INPUTS,
+        synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
+    output:
+        directory(f"{RESULTS}/data/fits/{{period}}"),
+    log:
+        f"{LOGS}/ingest_fits/{{period}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ingest_fits/{{period}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=runtime_for(240),
+    params:
+        settings=as_arg("sources", "data"),
+        files=fits_args,
+    shell:
+        # level-1 FITS of one month (sources.fits) into aia.zarr and hmi.zarr (Blos)
+        "sdofm ingest-period --params {params.settings} --period {wildcards.period}"
+        " --out {output} {params.files} > {log} 2>&1"
+
+
 rule build_partition:
     input:
-        f"{RESULTS}/data/sdoml",
+        sdoml=f"{RESULTS}/data/sdoml",
+        frames=f"{RESULTS}/data/fits/{{period}}" if FITS else [],
     output:
         temp(directory(f"{RESULTS}/data/partitions/{{period}}.zarr")),
     log:
@@ -56,8 +81,9 @@ rule build_partition:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input} --period {wildcards.period}"
-        " --out {output} > {log} 2>&1"
+        "sdofm build --params {params.settings} --sdoml {input.sdoml} --period {wildcards.period}"
+        + (" --frames {input.frames}" if FITS else "")
+        + " --out {output} > {log} 2>&1"
 
 
 rule build_dataset:

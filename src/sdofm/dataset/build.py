@@ -266,7 +266,11 @@ def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> 
 
 
 def build_partition(
-    sdoml_dir: str | Path, out: str | Path, params: dict[str, Any], period: str
+    sdoml_dir: str | Path,
+    out: str | Path,
+    params: dict[str, Any],
+    period: str,
+    frames_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build the rows of one month (``period`` like ``2011-01``) into a partition store.
 
@@ -289,7 +293,8 @@ def build_partition(
         max(month.start_time, pd.Timestamp(data["start"])),
         min(month.end_time + pd.Timedelta(1), pd.Timestamp(data["end"])),
     )
-    al = align(sdoml_dir, data, grid[rows], window)
+    # AIA/HMI from ``frames_dir`` when given (FITS ingested for this month), EVE from the pull.
+    al = align(Path(frames_dir or sdoml_dir), data, grid[rows], window)
     valid = (al.pos >= 0).all(axis=1)
     with atomic_output(out) as tmp:
         valid, n, s1, s2 = _write_images(

@@ -54,13 +54,14 @@ def _jp2_summary(path: Path) -> str:
     """What a Helioviewer JP2 shows, from the FITS keywords in its XML box (no decoder needed)."""
     head = path.read_bytes()[:200_000]
     found = {}
-    for key in ("TELESCOP", "INSTRUME", "WAVELNTH", "DATE-OBS", "T_OBS"):
-        m = re.search(rf"<{key}>([^<]*)</{key}>".encode(), head)
+    for key in ("TELESCOP", "INSTRUME", "WAVELNTH", "DATE-OBS", "DATE_OBS", "T_OBS"):
+        m = re.search(rf"<{key}(\s[^>]*)?>([^<]*)</{key}>".encode(), head, re.IGNORECASE)
         if m:
-            found[key] = m.group(1).decode(errors="replace").strip()
-    what = " ".join(found[k] for k in ("TELESCOP", "WAVELNTH") if k in found)
-    when = found.get("T_OBS") or found.get("DATE-OBS")
-    return f"{what} at {when}" if what and when else "an image"
+            found[key] = m.group(2).decode(errors="replace").strip()
+    source = "/".join(dict.fromkeys(found[k] for k in ("TELESCOP", "INSTRUME") if k in found))
+    what = " ".join(x for x in (source, found.get("WAVELNTH", "")) if x)
+    when = found.get("T_OBS") or found.get("DATE-OBS") or found.get("DATE_OBS")
+    return f"{what} at {when}" if what and when else what or "an image"
 
 
 def file_kind(path: Path) -> str:

@@ -21,6 +21,7 @@ from sdofm.sources.events import EVENT_FILES
 
 __all__ = [
     "DOWNLOADS",
+    "config_path",
     "FETCHED",
     "event_files",
     "event_inputs",
@@ -40,28 +41,31 @@ EXPECTED = {
 }
 
 
-def _setter(key: str, value: str, config_files: Sequence[str | Path]) -> Path | None:
-    """The last config file that sets ``sources.events.<key>`` to ``value`` (highest precedence)."""
-    found = None
+def config_path(value: str, key: str, config_files: Sequence[str | Path]) -> str:
+    """``value`` (a path or glob given under the dotted config ``key``) made absolute: relative
+    to the directory of the last config file that sets ``key`` to it, else the current one.
+
+    ``config_files`` are in increasing precedence (the default config, then ``--configfile``
+    files).
+    """
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return os.path.abspath(path)
+    base = Path.cwd()
     for f in config_files:
-        path = Path(f)
-        if not path.is_file():
-            continue
-        block = ((yaml.safe_load(path.read_text()) or {}).get("sources") or {}).get("events")
-        if isinstance(block, dict) and block.get(key) == value:
-            found = path
-    return found
+        block: Any = yaml.safe_load(Path(f).read_text()) if Path(f).is_file() else None
+        for part in key.split("."):
+            block = block.get(part) if isinstance(block, dict) else None
+        if block == value:
+            base = Path(f).parent
+    return os.path.abspath(base / path)  # normalised, glob patterns kept
 
 
 def resolve_event_sources(
     events: dict[str, Any], *, synthetic: bool, config_files: Sequence[str | Path] = ()
 ) -> dict[str, str | None]:
-    """``sources.events`` with relative paths made absolute, checked for a real-data run.
-
-    ``config_files`` are in increasing precedence (the default config, then ``--configfile``
-    files): a relative path is taken relative to the directory of the last one that sets it,
-    or the current directory when none does (``--config`` on the command line).
-    """
+    """``sources.events`` with relative paths made absolute (`config_path`), checked for a
+    real-data run."""
     out: dict[str, str | None] = {}
     for key in EVENT_FILES:
         value = events.get(key)
@@ -76,11 +80,7 @@ def resolve_event_sources(
         elif value in KEYWORDS[key]:
             out[key] = value
         else:
-            path = Path(value).expanduser()
-            if not path.is_absolute():
-                setter = _setter(key, value, config_files)
-                path = (setter.parent if setter else Path.cwd()) / path
-            out[key] = os.path.abspath(path)  # normalised, glob patterns kept
+            out[key] = config_path(value, f"sources.events.{key}", config_files)
     if out["flares"] == "goes" and out["goes"] is None and not synthetic:
         msg = (
             "config key 'sources.events.flares': 'goes' needs sources.events.goes (GOES XRS files)"

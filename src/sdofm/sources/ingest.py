@@ -81,6 +81,7 @@ def ingest_fits(
     image_size: int,
     correction_table: str | Path | None = None,
     instrument: str = "aia",
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> dict[str, Any]:
     """Calibrate level-1 FITS files and append them to the SDOML v2 store ``out``.
 
@@ -97,7 +98,8 @@ def ingest_fits(
     CRPIX = crpix/f, X0_MP/Y0_MP). Unusable files (another file kind such as Helioviewer JP2,
     unreadable, wrong instrument or content, missing keywords, all-NaN or negative-only data, a
     time already in the store) are skipped and listed in ``<out>.qc.csv`` with a one-line
-    reason. The store is written to a temporary copy and renamed at the end.
+    reason. With ``window`` = (start, end), files observed outside [start, end) are passed over
+    (not quarantined). The store is written to a temporary copy and renamed at the end.
     Returns ``{"files", "frames" (per array), "quarantined" (file, reason), "qc", "notes"}``.
     """
     if instrument not in ("aia", "hmi"):
@@ -130,10 +132,17 @@ def ingest_fits(
     timed = []
     for p in map(Path, paths):
         try:
-            timed.append((header_time(p), str(p), p))
+            when = header_time(p)
         except Reject as why:
             rejected.append({"file": str(p), "reason": str(why)})
+            continue
+        if window is None or window[0] <= when < window[1]:
+            timed.append((when, str(p), p))
     timed.sort()
+    if window is not None and not timed:
+        _write_qc(out, rejected)
+        msg = f"no {instrument.upper()} FITS observed between {window[0]} and {window[1]}"
+        raise SdofmError(msg)
 
     counts: dict[str, int] = {}
     try:
