@@ -197,6 +197,14 @@ def _ingest_period(args, params):
     )
 
 
+def _surya(args, params):
+    from sdofm.dataset.surya import export_surya, import_surya
+
+    if args.command == "surya-export":
+        return export_surya(args.dataset, args.out)
+    return import_surya(args.index, args.out)
+
+
 def _build(args, params):
     from sdofm.dataset.build import build_dataset, build_partition
 
@@ -327,6 +335,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hmi", nargs="+", help="HMI magnetograms (overrides sources.fits.hmi)")
     p.add_argument("--correction-table", help="aiapy degradation table")
     p = add(
+        "surya-export",
+        "write the ML-ready store in Surya's format (NetCDF per step, index.csv, scalers.yaml)",
+        _surya,
+        settings=False,
+    )
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--out", required=True, help="folder for the Surya files")
+    p = add(
+        "surya-import",
+        "read a Surya folder into aia.zarr/hmi.zarr (`sdofm build --frames` takes it)",
+        _surya,
+        settings=False,
+    )
+    p.add_argument("--index", required=True, help="Surya's index.csv")
+    p.add_argument("--out", required=True, help="folder for aia.zarr and hmi.zarr")
+    p = add(
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
@@ -394,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
-        elif args.command in ("ingest", "similar", "map"):
+        elif args.command in ("ingest", "similar", "map", "surya-export", "surya-import"):
             params = {}
         else:
             params = _params(args)
