@@ -360,13 +360,10 @@ def test_real_data_without_event_sources_is_a_config_error(events, match):
 
 def readme_real_config() -> dict:
     """The YAML block under "Real data" in the README, as a user copies it."""
-    import yaml
+    from perf.realdata_run import readme_config
 
-    from tests.conftest import ROOT
-
-    text = (ROOT / "README.md").read_text()
-    block = text.split("### Real data", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
-    return yaml.safe_load(block)
+    config = readme_config("s3://gov-nasa-hdrl-data1/contrib/fdl-sdoml/fdl-sdoml-v2/")
+    return config
 
 
 def test_readme_real_config_events_run_offline_from_real_files(tmp_path, monkeypatch, capsys):

@@ -36,17 +36,19 @@ def _params(tiny_config) -> dict:
     return {"data": data, "splits": splits}
 
 
+def _ingest_mirror(out, mirror, data, period, **kwargs) -> dict:
+    """`ingest_period` on the synthetic mirror's level-1 files."""
+    aia, hmi = (fits_files(mirror / MIRROR[k]) for k in ("aia", "hmi"))
+    return ingest_period(out, data=data, period=period, aia=aia, hmi=hmi, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def month(tmp_path_factory, synthetic_mirror, tiny_config):
     params = _params(tiny_config)
     out = tmp_path_factory.mktemp("fits") / "2011-02"
-    summary = ingest_period(
-        out,
-        data=params["data"],
-        period="2011-02",
-        aia=fits_files(synthetic_mirror / MIRROR["aia"]),
-        hmi=fits_files(synthetic_mirror / MIRROR["hmi"]),
-        correction_table=synthetic_mirror / MIRROR_TABLE,
+    table = synthetic_mirror / MIRROR_TABLE
+    summary = _ingest_mirror(
+        out, synthetic_mirror, params["data"], "2011-02", correction_table=table
     )
     return out, summary, params
 
@@ -98,13 +100,7 @@ def test_a_month_without_files_is_all_gaps(synthetic_mirror, pulled, tiny_config
     params = _params(tiny_config)
     params["data"].update(start="2011-02-01", end="2011-03-02")
     out = tmp_path / "2011-03"
-    summary = ingest_period(
-        out,
-        data=params["data"],
-        period="2011-03",
-        aia=fits_files(synthetic_mirror / MIRROR["aia"]),
-        hmi=fits_files(synthetic_mirror / MIRROR["hmi"]),
-    )
+    summary = _ingest_mirror(out, synthetic_mirror, params["data"], "2011-03")
     assert summary["aia"] == {} and summary["hmi"] == {}
     part = tmp_path / "2011-03.zarr"
     assert build_partition(pulled, part, params, "2011-03", frames_dir=out)["valid"] == 0

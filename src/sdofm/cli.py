@@ -334,22 +334,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--aia", nargs="+", help="AIA level-1 files (overrides sources.fits.aia)")
     p.add_argument("--hmi", nargs="+", help="HMI magnetograms (overrides sources.fits.hmi)")
     p.add_argument("--correction-table", help="aiapy degradation table")
-    p = add(
-        "surya-export",
-        "write the ML-ready store in Surya's format (NetCDF per step, index.csv, scalers.yaml)",
-        _surya,
-        settings=False,
-    )
-    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
-    p.add_argument("--out", required=True, help="folder for the Surya files")
-    p = add(
-        "surya-import",
-        "read a Surya folder into aia.zarr/hmi.zarr (`sdofm build --frames` takes it)",
-        _surya,
-        settings=False,
-    )
-    p.add_argument("--index", required=True, help="Surya's index.csv")
-    p.add_argument("--out", required=True, help="folder for aia.zarr and hmi.zarr")
+    for name, help_, source, source_help, out_help in (
+        (
+            "surya-export",
+            "write the ML-ready store in Surya's format (NetCDF per step, index.csv, scalers.yaml)",
+            "--dataset",
+            "the ML-ready store (.zarr)",
+            "folder for the Surya files",
+        ),
+        (
+            "surya-import",
+            "read a Surya folder into aia.zarr/hmi.zarr (`sdofm build --frames` takes it)",
+            "--index",
+            "Surya's index.csv",
+            "folder for aia.zarr and hmi.zarr",
+        ),
+    ):
+        p = add(name, help_, _surya, settings=False)
+        p.add_argument(source, required=True, help=source_help)
+        p.add_argument("--out", required=True, help=out_help)
     p = add(
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )

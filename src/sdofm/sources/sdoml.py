@@ -63,6 +63,10 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.
         if not Path(path).exists():
             msg = f"no SDOML v2 store at {url}: the path does not exist"
             raise SdofmError(msg)
+    elif url.startswith(("http://", "https://")) and opts:
+        # 'anon' (no credentials, for s3/gcs) means nothing to HTTP, which would pass it on
+        # to every request: a mirror of the public bucket takes the same options.
+        opts = {k: v for k, v in opts.items() if k != "anon"} or None
     try:
         return zarr.open_group(url, mode="r", storage_options=opts)
     except Exception as err:  # fsspec/zarr raise many types for a missing store
