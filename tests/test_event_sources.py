@@ -459,3 +459,19 @@ def test_workflow_reads_event_files_relative_to_the_config_file(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"--flares goes --f107 {here / 'events' / 'f107.json'}" in run.stdout
     assert f"--goes {here / 'events' / 'goes' / 'day1.nc'}" in run.stdout
+
+
+def test_synthetic_goes_as_nascom_fits_reads_back_through_sunpy(tmp_path, synthetic_mirror):
+    """The mirror's GOES series written as daily NASCOM files (what the real-data CI reads):
+    sunpy's XRSTimeSeries and our reader both give the series back."""
+    from sdofm.sources.goes import _read_goes_sunpy
+    from sdofm.sources.synthetic.mirror import write_goes_fits
+
+    xrs = read_goes_xrs(synthetic_mirror / "goes_xrs.csv").loc["2011-02-01":"2011-02-02"]
+    paths = write_goes_fits(xrs, tmp_path)
+    assert [p.name for p in paths] == ["go1520110201.fits", "go1520110202.fits"]
+    back = read_goes_xrs(tmp_path / "go15*.fits")
+    np.testing.assert_allclose(back["xrsb"], xrs["xrsb"], rtol=1e-6)
+    assert (back.index == xrs.index).all()
+    via_sunpy = _read_goes_sunpy(paths[0])
+    np.testing.assert_allclose(via_sunpy["xrsb"], xrs.loc["2011-02-01", "xrsb"], rtol=1e-6)

@@ -168,7 +168,21 @@ def _read_one(path: Path) -> pd.DataFrame:
     if not path.exists():
         msg = f"no GOES XRS file at {path}"
         raise SdofmError(msg)
-    return _read_goes_csv(path) if path.suffix.lower() == ".csv" else _read_goes_sunpy(path)
+    name = path.name.lower()
+    if name.endswith(".csv"):
+        return _read_goes_csv(path)
+    if name.endswith((".fits", ".fits.gz", ".fts")):
+        # NASCOM FITS read directly (as sunpy reads them; a test keeps the two equal): sunpy's
+        # TimeSeries takes seconds a file, which adds up over a year of daily files.
+        try:
+            return _read_goes_fits(path)
+        except SdofmError:
+            raise
+        except Exception as err:  # astropy raises many types for a file it cannot read
+            text = " ".join(str(err).split())[:200]
+            msg = f"cannot read GOES XRS FITS {path}: {type(err).__name__}: {text}"
+            raise SdofmError(msg) from None
+    return _read_goes_sunpy(path)
 
 
 def read_goes_xrs(path: str | Path | Sequence[str | Path]) -> pd.DataFrame:
