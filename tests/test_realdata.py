@@ -27,7 +27,7 @@ TARGETS.append("results/embeddings/mae_tiny.map.png")
 @pytest.fixture(scope="module")
 def realdata_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("realdata")
-    served, project, ci = prepare(work, days=24)
+    served, project, ci = prepare(work, days=12)  # 24 steps of 512²: minutes
     table = run(work, served, project, ci, TARGETS)
     return work / "run" / "results", table
 
@@ -45,7 +45,7 @@ def test_readme_real_data_runs_all_from_the_loopback_mirror(realdata_run):
     assert pulled["2011"]["171A"].shape[1:] == (512, 512)  # pulled at SDOML's 512²
     assert pulled.attrs["sdofm_source"].startswith("http://127.0.0.1:")
     ds = open_dataset(results / "data" / "dataset.zarr")
-    assert ds.sizes["x"] == 64 and int(ds.valid.sum()) > 20
+    assert ds.sizes["x"] == 64 and int(ds.valid.sum()) >= 20
     for task in TASKS:
         assert (results / task / "metrics.json").exists(), task
     jobs = set(table["job"])
@@ -57,6 +57,6 @@ def test_events_come_from_the_real_format_files(realdata_run):
     results, _ = realdata_run
     events = results / "data" / "events"
     goes = read_goes_xrs(events / "goes_xrs.csv")
-    assert goes.index.min() >= pd.Timestamp("2011-02-01") and len(goes) > 24 * 1400
+    assert goes.index.min() >= pd.Timestamp("2011-02-01") and len(goes) > 12 * 1400
     flares = read_flare_list(events / "flares.csv")  # derived from the GOES FITS
     assert len(flares) > 0 and flares.peak.min() >= pd.Timestamp("2011-02-01")
