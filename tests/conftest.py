@@ -122,7 +122,7 @@ def embeddings(tmp_path_factory, tiny_config, dataset, checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def events(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
-    """The tiny Sun's flare list and F10.7 as `sdofm events` writes them."""
+    """The tiny Sun's flare list, F10.7 and GOES XRS as `sdofm events` writes them."""
     from sdofm.sources.events import collect_events
 
     out = tmp_path_factory.mktemp("events") / "events"
@@ -133,6 +133,7 @@ def events(tmp_path_factory, tiny_config, synthetic_mirror) -> Path:
         out,
         start=data["start"],
         end=data["end"],
+        goes=synthetic_mirror / "goes_xrs.csv",
     )
     return out
 

@@ -94,4 +94,6 @@ def test_ingest_the_real_sunpy_aia_file(tmp_path, capsys):
     frames = open_store(str(out))["2011/171A"]
     assert frames.shape == (1, 64, 64)
     assert str(frame_times(frames)[0]) == "2011-02-15 00:00:01.340000"
-    assert frames.attrs["R_SUN"][0] * frames.attrs["CDELT1"][0] == 976.0
+    assert frames.attrs["R_SUN"][0] * frames.attrs["CDELT1"][0] == pytest.approx(
+        frames.attrs["RSUN_OBS"][0]
+    )

@@ -18,7 +18,7 @@ from astropy.io import fits
 from sdofm import SdofmError
 from sdofm.dataset.build import index_frames
 from sdofm.sources import ingest as ingest_mod
-from sdofm.sources.ingest import RSUN_ARCSEC, ingest_fits, qc_path
+from sdofm.sources.ingest import HMI_LOS, RSUN_ARCSEC, ingest_fits, qc_path
 from sdofm.sources.jsoc import aia_queries, aia_query, hmi_query, jsoc_cadence
 from sdofm.sources.sdoml import frame_times, open_store
 from sdofm.sources.synthetic import SyntheticSun, generate
@@ -51,10 +51,10 @@ def _aia(sun: Path, channel: str) -> list[Path]:
     return sorted((sun / "fits" / "aia").glob(f"aia.lev1.{channel}_*.fits"))
 
 
-def _disk(size: int, cdelt: float, scale: float = 0.95) -> np.ndarray:
-    """Pixels within ``scale`` solar radii (976″) of the image centre."""
+def _disk(size: int, r_sun: float, scale: float = 0.95) -> np.ndarray:
+    """Pixels within ``scale`` solar radii (``r_sun`` pixels) of the image centre."""
     yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
-    return np.hypot(xx, yy) < scale * RSUN_ARCSEC / cdelt
+    return np.hypot(xx, yy) < scale * r_sun
 
 
 def _qc(out: Path) -> dict[str, str]:
@@ -63,7 +63,8 @@ def _qc(out: Path) -> dict[str, str]:
 
 
 def test_real_aia_file(tmp_path):
-    """sunpy's level-1 AIA 171 file: one frame in DN/s, T_OBS kept, Sun scaled to 976″."""
+    """sunpy's level-1 AIA 171 file: one frame in DN/s, T_OBS kept, Sun scaled to 976″, the
+    keywords converted as SDOML v2 converts them (RSUN_OBS as observed)."""
     m = sunpy.map.Map(AIA_FILE)
     assert m.data.shape == (128, 128)
     out = tmp_path / "aia.zarr"
@@ -78,10 +79,17 @@ def test_real_aia_file(tmp_path):
     assert len(frames["171A"].times) == 1
     deg = arr.attrs["DEG_COR"][0]
     assert 0.9 < deg < 1.0  # V8 table, Feb 2011
-    cdelt = arr.attrs["CDELT1"][0]
-    assert cdelt == pytest.approx(0.6 * 4096 / 64)
-    assert arr.attrs["R_SUN"][0] * cdelt == pytest.approx(RSUN_ARCSEC)
-    assert arr.attrs["RSUN_OBS"][0] == RSUN_ARCSEC
+    cdelt, rsun = arr.attrs["CDELT1"][0], m.meta["rsun_obs"]
+    assert arr.attrs["RSUN_OBS"][0] == rsun  # as observed, 971.8″ in February
+    assert cdelt == pytest.approx(0.6 * 4096 / 64 * rsun / RSUN_ARCSEC)  # cdelt·f·RSUN_OBS/976
+    assert arr.attrs["CRPIX1"][0] == pytest.approx(64.5 / 2)  # crpix/f (f = 2)
+    assert arr.attrs["R_SUN"][0] * cdelt == pytest.approx(rsun)
+    assert arr.attrs["R_SUN"][0] == pytest.approx(RSUN_ARCSEC / (0.6 * 4096 / 64))
+    assert arr.attrs["X0_MP"][0] == pytest.approx(m.meta["x0_mp"] * 64 / 4096)
+    assert arr.attrs["NAXIS1"][0] == 64 and arr.attrs["PIXLUNIT"][0] == "DN/s"
+    # Every keyword of the file's header, less SIMPLE and the comments.
+    skip = {"keycomments", "simple", "history", "comment", "crota2"}  # register: CROTA2 → PC
+    assert {k.upper() for k in m.meta if k not in skip} <= set(arr.attrs)
     assert arr.attrs["EXPTIME"][0] == pytest.approx(m.exposure_time.to_value(u.s))
     assert arr.attrs["WAVELNTH"][0] == 171 and arr.attrs["LVL_NUM"][0] == 1.5
     # DN/s: the on-disk median matches raw DN / EXPTIME / DEG_COR.
@@ -89,7 +97,7 @@ def test_real_aia_file(tmp_path):
     yy, xx = np.mgrid[:128, :128]
     raw_disk = np.hypot(xx - m.meta["crpix1"] + 1, yy - m.meta["crpix2"] + 1) < 0.95 * raw_rsun
     expected = np.median(m.data[raw_disk]) / m.exposure_time.to_value(u.s) / deg
-    got = np.median(arr[0][_disk(64, cdelt)])
+    got = np.median(arr[0][_disk(64, arr.attrs["R_SUN"][0])])
     assert got == pytest.approx(expected, rel=0.05)
 
 
@@ -113,25 +121,31 @@ def test_synthetic_aia_matches_store(sun, tmp_path):
         np.testing.assert_allclose(a.mean(axis=(1, 2)), b.mean(axis=(1, 2)), rtol=0.03)
 
 
-def test_synthetic_hmi_is_bz(sun, tmp_path):
-    """HMI LOS magnetograms become Bz with the header's TAI T_OBS and the store's frame times."""
+def test_synthetic_hmi_is_line_of_sight(sun, tmp_path):
+    """HMI LOS magnetograms become their own product Blos (never the vector field's Bz), with
+    the header's TAI T_OBS and the store's frame times."""
     paths = sorted((sun / "fits" / "hmi").glob("*.fits"))
     out = tmp_path / "hmi.zarr"
     result = ingest_fits(paths, out, image_size=32, instrument="hmi")
-    assert result["frames"] == {"Bz": len(paths)}
+    assert result["frames"] == {HMI_LOS: len(paths)} and HMI_LOS == "Blos"
     store = open_store(str(out))
-    bz = store["2011"]["Bz"]
-    assert sorted(store["2011"].array_keys()) == ["Bz"]
+    blos = store["2011"][HMI_LOS]
+    assert sorted(store["2011"].array_keys()) == ["Blos"]
     headers = [fits.getheader(p, 1)["T_OBS"] for p in paths]
-    assert bz.attrs["T_OBS"] == sorted(headers)
+    assert blos.attrs["T_OBS"] == sorted(headers)
+    assert set(blos.attrs["PIXLUNIT"]) == {"Gauss"}
     ref = zarr.open_group(sun / "sdomlv2_hmi.zarr", mode="r")["2011"]["Bz"]
-    assert list(frame_times(bz)) == list(frame_times(ref))
-    # The ingested frame is the file's field block-averaged 2×2 (the geometry is already SDOML's).
-    raw = np.stack([fits.getdata(p, 1) for p in paths]).reshape(len(paths), 32, 2, 32, 2)
-    np.testing.assert_allclose(bz[:], raw.mean(axis=(2, 4)), atol=1e-3)
-    # The store renders the same field at 32² directly, with its own noise: they correlate.
-    assert np.corrcoef(bz[:].ravel(), ref[:].ravel())[0, 1] > 0.5
-    assert len(index_frames(store, ["Bz"])["Bz"].times) == len(paths)
+    assert list(frame_times(blos)) == list(frame_times(ref))
+    # The file's field (the Sun at its observed radius, 974″) scaled to 976″ and block-averaged
+    # 2×2: nearly the 2×2 block mean of the file, pixel by pixel.
+    raw = np.stack([fits.getdata(p, 1) for p in paths]).astype(np.float64)
+    binned = raw.reshape(len(paths), 32, 2, 32, 2).mean(axis=(2, 4))
+    slope = np.polyfit(binned.ravel(), blos[:].ravel().astype(np.float64), 1)[0]
+    assert slope == pytest.approx(1.0, abs=0.05)
+    assert np.corrcoef(binned.ravel(), blos[:].ravel())[0, 1] > 0.97
+    # Bz of the store is the radial field seen along z, Blos the same with its own noise.
+    assert np.corrcoef(blos[:].ravel(), ref[:].ravel())[0, 1] > 0.5
+    assert len(index_frames(store, [HMI_LOS])[HMI_LOS].times) == len(paths)
 
 
 def _bad_files(sun: Path, d: Path) -> dict[str, Path]:
@@ -181,7 +195,7 @@ def test_bad_input_is_quarantined(sun, tmp_path):
     qc = _qc(out)
     assert set(qc) == {p.name for p in bad.values()}
     assert qc["truncated.fits"].startswith("truncated FITS")
-    assert qc["text.fits"].startswith("unreadable FITS")
+    assert qc["text.fits"].startswith("unsupported file kind text")
     assert "EXPTIME" in qc["no_exptime.fits"]
     assert "NaN" in qc["all_nan.fits"]
     assert "negative" in qc["negative.fits"]
@@ -225,7 +239,7 @@ def test_crash_mid_way_keeps_old_store(sun, tmp_path, monkeypatch):
     files = _aia(sun, "171A")
     out = tmp_path / "aia.zarr"
     ingest_fits(files[:1], out, image_size=32)
-    real = ingest_mod._process
+    real = ingest_mod.process_file
     calls = []
 
     def crash(*args, **kwargs):
@@ -234,7 +248,7 @@ def test_crash_mid_way_keeps_old_store(sun, tmp_path, monkeypatch):
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_mod, "_process", crash)
+    monkeypatch.setattr(ingest_mod, "process_file", crash)
     with pytest.raises(RuntimeError):
         ingest_fits(files[1:], out, image_size=32)
     assert open_store(str(out))["2011"]["171A"].shape[0] == 1

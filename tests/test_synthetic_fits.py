@@ -93,12 +93,16 @@ def test_aia_file_is_an_aia_map(channel, run, aia_store):
         half = (m.reference_date - m.date).to_value(u.s)
         assert half == pytest.approx(m.exposure_time.to_value(u.s) / 2, abs=0.01)
         assert path.name.startswith(f"aia.lev1.{channel}_{m.reference_date.isot[:10]}")
-        # The disk: 976″ radius, R_SUN pixels of CDELT1 arcsec, centred, observer at 1 AU.
-        assert m.rsun_obs.to_value(u.arcsec) == pytest.approx(RSUN_ARCSEC)
+        # The disk at its observed radius (the store's RSUN_OBS, from SDO's distance to the
+        # Sun), R_SUN pixels of CDELT1 arcsec, centred.
+        rsun = aia_store[channel].attrs["RSUN_OBS"][k]
+        assert 944 < rsun < 977 and m.rsun_obs.to_value(u.arcsec) == pytest.approx(rsun)
         cdelt = m.scale.axis1.to_value(u.arcsec / u.pix)
-        assert m.meta["r_sun"] * cdelt == pytest.approx(RSUN_ARCSEC)
+        assert m.meta["r_sun"] * cdelt == pytest.approx(rsun)
         assert cdelt == pytest.approx(0.6 * FULL_RES / SUN.fits_image_size)
-        assert m.observer_coordinate.radius.to_value(u.AU) == pytest.approx(1.0)
+        dsun = m.observer_coordinate.radius.to_value(u.m)
+        assert dsun == pytest.approx(aia_store[channel].attrs["DSUN_OBS"][k])
+        assert np.rad2deg(np.arcsin(6.96e8 / dsun)) * 3600 == pytest.approx(rsun)
         centre = m.world_to_pixel(m.center)
         assert centre.x.value == pytest.approx((SUN.fits_image_size - 1) / 2)
 
@@ -117,10 +121,10 @@ def test_hmi_file_is_an_hmi_map(run):
         when = _utc(m.reference_date)
         assert np.abs(store_times - when).min() < pd.Timedelta(seconds=1), when
         assert path.name == f"hmi.m_45s.{when:%Y%m%d_%H%M%S}_TAI.fits"
-        assert m.rsun_obs.to_value(u.arcsec) == pytest.approx(RSUN_ARCSEC)
-        assert m.meta["r_sun"] * m.scale.axis1.to_value(u.arcsec / u.pix) == pytest.approx(
-            RSUN_ARCSEC
-        )
+        k = int(np.abs(store_times - when).argmin())
+        rsun = hmi["Bz"].attrs["RSUN_OBS"][k]
+        assert m.rsun_obs.to_value(u.arcsec) == pytest.approx(rsun) and rsun < RSUN_ARCSEC
+        assert m.meta["r_sun"] * m.scale.axis1.to_value(u.arcsec / u.pix) == pytest.approx(rsun)
         data = np.asarray(m.data, np.float64)
         assert np.isfinite(data).all() and np.abs(data).max() > 50  # active regions on the disk
 

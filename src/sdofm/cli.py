@@ -26,6 +26,8 @@ SECTIONS = {
     "simulate": ["synthetic"],
     "pull": ["sources", "data"],
     "events": ["sources", "data"],
+    "fetch-events": ["data"],
+    "ingest-period": ["sources", "data"],
     "build": ["data", "splits"],
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
@@ -99,6 +101,8 @@ def _pull(args, params):
         ),
         ("eve", src["eve_store"], data["eve_lines"], None),
     ]
+    if src.get("fits") is not None:  # AIA/HMI come from level-1 FITS (ingest-period): EVE only
+        stores = stores[2:]
     counts = {}
     with atomic_output(args.out) as tmp:
         tmp.mkdir()
@@ -118,18 +122,37 @@ def _pull(args, params):
 
 
 def _events(args, params):
+    import tempfile
+
     from sdofm.sources.events import collect_events
+    from sdofm.sources.eventsources import event_files, resolve_event_sources
 
-    src, data = params["sources"]["events"], params["data"]
-    root = Path(args.source) if args.source else None
-
-    def where(name: str) -> Path:  # relative names are in the synthetic mirror
-        path = Path(src[name])
-        return root / path if root and not path.is_absolute() else path
-
-    return collect_events(
-        where("flares"), where("f107"), args.out, start=data["start"], end=data["end"]
+    data = params["data"]
+    src = resolve_event_sources(
+        params["sources"]["events"],
+        synthetic=params["sources"]["sdoml"] == "synthetic" or args.source is not None,
+        config_files=[args.config] if args.config else [],
     )
+    src.update({k: v for k, v in (("flares", args.flares), ("f107", args.f107)) if v})
+    if args.goes:
+        src["goes"] = args.goes
+    with tempfile.TemporaryDirectory(prefix="sdofm-events-") as downloads:
+        files = event_files(src, mirror=args.source, downloads=downloads, data=data)
+        return collect_events(
+            files["flares"],
+            files["f107"],
+            args.out,
+            start=data["start"],
+            end=data["end"],
+            goes=files["goes"],
+        )
+
+
+def _fetch_events(args, params):
+    from sdofm.sources.eventsources import fetch_event
+
+    data = params["data"]
+    return {args.kind: fetch_event(args.kind, args.out, start=data["start"], end=data["end"])}
 
 
 def _ingest(args, params):
@@ -147,11 +170,53 @@ def _ingest(args, params):
     }
 
 
+def _ingest_period(args, params):
+    from sdofm.sources.fitsfolder import (
+        MIRROR,
+        MIRROR_TABLE,
+        fits_files,
+        ingest_period,
+        resolve_fits_sources,
+    )
+
+    data, src = params["data"], params["sources"]
+    mirror = Path(args.source) if args.source else None
+    fits = resolve_fits_sources(
+        src.get("fits") or {},
+        data,
+        synthetic=src["sdoml"] == "synthetic" or mirror is not None,
+        config_files=[args.config] if args.config else [],
+    )
+    files = {}
+    for key in ("aia", "hmi"):
+        spec = fits[key] or (mirror / MIRROR[key] if mirror else None)
+        files[key] = getattr(args, key) or (fits_files(spec) if spec else [])
+    table = args.correction_table or fits["correction_table"]
+    if table is None and mirror is not None:
+        table = mirror / MIRROR_TABLE
+    return ingest_period(
+        args.out,
+        data=data,
+        period=args.period,
+        aia=files["aia"],
+        hmi=files["hmi"] if data["hmi_components"] else [],
+        correction_table=table,
+    )
+
+
+def _surya(args, params):
+    from sdofm.dataset.surya import export_surya, import_surya
+
+    if args.command == "surya-export":
+        return export_surya(args.dataset, args.out)
+    return import_surya(args.index, args.out)
+
+
 def _build(args, params):
     from sdofm.dataset.build import build_dataset, build_partition
 
     if args.period:
-        return build_partition(args.sdoml, args.out, params, args.period)
+        return build_partition(args.sdoml, args.out, params, args.period, args.frames)
     return build_dataset(args.sdoml, args.out, params)
 
 
@@ -258,9 +323,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
     p.add_argument("--period", help="pull only what the build of this month (YYYY-MM) reads")
-    p = add("events", "copy the flare list and daily F10.7 into the workflow's layout", _events)
-    p.add_argument("--source", help="folder that relative sources.events paths are in")
-    p.add_argument("--out", required=True, help="folder for flares.csv and f107.csv")
+    p = add("events", "copy flares, daily F10.7 and GOES XRS into the workflow's layout", _events)
+    p.add_argument("--source", help="the synthetic mirror: its files stand in for unset sources")
+    p.add_argument("--flares", help="flare list file, or 'goes' (overrides sources.events)")
+    p.add_argument("--f107", help="F10.7 file (overrides sources.events.f107)")
+    p.add_argument("--goes", nargs="+", help="GOES XRS file(s) (overrides sources.events.goes)")
+    p.add_argument("--out", required=True, help="folder for flares.csv, f107.csv, goes_xrs.csv")
+    p = add("fetch-events", "download a flare list (HEK) or F10.7 (LISIRD)", _fetch_events)
+    p.add_argument("kind", choices=["flares", "f107"])
+    p.add_argument("--out", required=True, help="the downloaded file (CSV)")
     p = add(
         "ingest",
         "calibrate level-1 AIA/HMI FITS files into an SDOML v2 store (aiapy)",
@@ -273,9 +344,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=512, help="pixels per side (SDOML: 512)")
     p.add_argument("--correction-table", help="aiapy degradation table (aia_V*_response_table.txt)")
     p = add(
+        "ingest-period",
+        "ingest one month of the level-1 FITS of sources.fits (aia.zarr, hmi.zarr)",
+        _ingest_period,
+    )
+    p.add_argument("--period", required=True, help="the month, YYYY-MM")
+    p.add_argument("--out", required=True, help="folder for the month's aia.zarr and hmi.zarr")
+    p.add_argument("--source", help="the synthetic mirror: its fits/ stand in for unset sources")
+    p.add_argument("--aia", nargs="+", help="AIA level-1 files (overrides sources.fits.aia)")
+    p.add_argument("--hmi", nargs="+", help="HMI magnetograms (overrides sources.fits.hmi)")
+    p.add_argument("--correction-table", help="aiapy degradation table")
+    for name, help_, source, source_help, out_help in (
+        (
+            "surya-export",
+            "write the ML-ready store in Surya's format (NetCDF per step, index.csv, scalers.yaml)",
+            "--dataset",
+            "the ML-ready store (.zarr)",
+            "folder for the Surya files",
+        ),
+        (
+            "surya-import",
+            "read a Surya folder into aia.zarr/hmi.zarr (`sdofm build --frames` takes it)",
+            "--index",
+            "Surya's index.csv",
+            "folder for aia.zarr and hmi.zarr",
+        ),
+    ):
+        p = add(name, help_, _surya, settings=False)
+        p.add_argument(source, required=True, help=source_help)
+        p.add_argument("--out", required=True, help=out_help)
+    p = add(
         "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
+    p.add_argument("--frames", help="folder with this month's aia.zarr/hmi.zarr (FITS source)")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
     p.add_argument("--period", help="build only this month (YYYY-MM) as a partition to merge")
     p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)
@@ -353,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
-        elif args.command in ("ingest", "similar", "map"):
+        elif args.command in ("ingest", "similar", "map", "surya-export", "surya-import"):
             params = {}
         else:
             params = _params(args)

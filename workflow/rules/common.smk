@@ -5,6 +5,8 @@ import sys
 from sdofm import SdofmError
 from sdofm.config import validate_config
 from sdofm.dataset.build import partitions
+from sdofm.sources.eventsources import event_inputs, resolve_event_sources
+from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
 from sdofm.training.layout import launcher
 
 try:
@@ -18,6 +20,26 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 BACKBONE = config["pretrain"]["backbone"]
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
+CONFIG_FILES = [
+    os.path.join(workflow.basedir, "..", "config", "config.yaml"),
+    *map(str, workflow.overwrite_configfiles),
+]
+# Event data and level-1 FITS: files (relative to the config file that names them), fetches,
+# or the synthetic mirror's.
+try:
+    EVENT_SOURCES = resolve_event_sources(
+        config["sources"]["events"], synthetic=SYNTHETIC, config_files=CONFIG_FILES
+    )
+    EVENT_INPUTS = event_inputs(EVENT_SOURCES, f"{RESULTS}/data/downloads")
+    FITS = resolve_fits_sources(
+        config["sources"].get("fits"),
+        config["data"],
+        synthetic=SYNTHETIC,
+        config_files=CONFIG_FILES,
+    )
+    FITS_INPUTS = fits_inputs(FITS)
+except SdofmError as err:
+    sys.exit(f"Invalid configuration: {err}")
 PERIODS = partitions(
     config["data"]
 )  # pull, build and embeddings run as one job per month, then a merge
@@ -29,6 +51,7 @@ ENV = "../../environment.yml"
 wildcard_constraints:
     task="|".join(TASKS),
     period=r"\d{4}-\d{2}",
+    kind="flares|f107",
 
 
 def as_arg(*sections):
@@ -37,6 +60,31 @@ def as_arg(*sections):
         {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
     )
     return shlex.quote(json.dumps(blocks, sort_keys=True))
+
+
+def event_args(wildcards, input):
+    """`sdofm events` options naming the event files (the mirror's stand in when unset)."""
+    args = [f"--source {input.synthetic}"] if SYNTHETIC else []
+    if EVENT_SOURCES["flares"] == "goes":
+        args.append("--flares goes")
+    for key in ("flares", "f107", "goes"):
+        if key in EVENT_INPUTS:
+            files = [input[key]] if isinstance(input[key], str) else list(input[key])
+            args.append(f"--{key} " + " ".join(map(shlex.quote, files)))
+    return " ".join(args)
+
+
+def fits_args(wildcards, input):
+    """`sdofm ingest-period` options naming the FITS files (the mirror's stand in when unset)."""
+    args = [f"--source {input.synthetic}"] if SYNTHETIC else []
+    for key, option in (
+        ("aia", "--aia"),
+        ("hmi", "--hmi"),
+        ("correction_table", "--correction-table"),
+    ):
+        if key in FITS_INPUTS:
+            args.append(f"{option} " + " ".join(map(shlex.quote, input[key])))
+    return " ".join(args)
 
 
 def benchmark_params(wildcards):

@@ -40,9 +40,34 @@ rule pull_sdoml:
         + " > {log} 2>&1"
 
 
+rule ingest_fits:
+    input:
+        **FITS_INPUTS,
+        synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
+    output:
+        directory(f"{RESULTS}/data/fits/{{period}}"),
+    log:
+        f"{LOGS}/ingest_fits/{{period}}.log",
+    benchmark:
+        f"{BENCHMARKS}/ingest_fits/{{period}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=4000,
+        runtime=runtime_for(240),
+    params:
+        settings=as_arg("sources", "data"),
+        files=fits_args,
+    shell:
+        # level-1 FITS of one month (sources.fits) into aia.zarr and hmi.zarr (Blos)
+        "sdofm ingest-period --params {params.settings} --period {wildcards.period}"
+        " --out {output} {params.files} > {log} 2>&1"
+
+
 rule build_partition:
     input:
-        f"{RESULTS}/data/sdoml/{{period}}",
+        sdoml=f"{RESULTS}/data/sdoml/{{period}}",
+        frames=f"{RESULTS}/data/fits/{{period}}" if FITS else [],
     output:
         temp(directory(f"{RESULTS}/data/partitions/{{period}}.zarr")),
     log:
@@ -57,8 +82,9 @@ rule build_partition:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input} --period {wildcards.period}"
-        " --out {output} > {log} 2>&1"
+        "sdofm build --params {params.settings} --sdoml {input.sdoml} --period {wildcards.period}"
+        + (" --frames {input.frames}" if FITS else "")
+        + " --out {output} > {log} 2>&1"
 
 
 rule build_dataset:
@@ -82,9 +108,29 @@ rule build_dataset:
         "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"
 
 
+rule fetch_events:
+    output:
+        f"{RESULTS}/data/downloads/{{kind}}.csv",
+    log:
+        f"{LOGS}/fetch_events/{{kind}}.log",
+    benchmark:
+        f"{BENCHMARKS}/fetch_events/{{kind}}.tsv"
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=runtime_for(30),
+    params:
+        settings=as_arg("data"),
+    shell:
+        # flares from HEK, F10.7 from LISIRD: online sources named in sources.events
+        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output} > {log} 2>&1"
+
+
 rule collect_events:
     input:
-        f"{RESULTS}/synthetic" if SYNTHETIC else [],
+        **EVENT_INPUTS,
+        synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:
         directory(f"{RESULTS}/data/events"),
     log:
@@ -94,11 +140,10 @@ rule collect_events:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=runtime_for(10),
     params:
         settings=as_arg("sources", "data"),
+        files=event_args,
     shell:
-        "sdofm events --params {params.settings} --out {output}"
-        + (" --source {input}" if SYNTHETIC else "")
-        + " > {log} 2>&1"
+        "sdofm events --params {params.settings} --out {output} {params.files} > {log} 2>&1"

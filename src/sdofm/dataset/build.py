@@ -22,7 +22,7 @@ from sdofm.config import config_hash
 from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
 from sdofm.progress import progress
-from sdofm.sources.sdoml import EVE_GROUP, eve_times, frame_times
+from sdofm.sources.sdoml import EVE_GROUP, HMI_PRODUCTS, eve_times, frame_times
 
 __all__ = [
     "Alignment",
@@ -66,7 +66,7 @@ class Frames:
 
 def transform_for(channel: str) -> str:
     """The intensity transform before standardisation: AIA spans decades, HMI is signed."""
-    return "linear" if channel in ("Bx", "By", "Bz") else "log1p"
+    return "linear" if channel in HMI_PRODUCTS else "log1p"
 
 
 def apply_transform(x: np.ndarray, transforms: list[str]) -> np.ndarray:
@@ -295,7 +295,11 @@ def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> 
 
 
 def build_partition(
-    sdoml_dir: str | Path, out: str | Path, params: dict[str, Any], period: str
+    sdoml_dir: str | Path,
+    out: str | Path,
+    params: dict[str, Any],
+    period: str,
+    frames_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Build the rows of one month (``period`` like ``2011-01``) into a partition store.
 
@@ -315,7 +319,8 @@ def build_partition(
         max(month.start_time, pd.Timestamp(data["start"])),
         min(month.end_time + pd.Timedelta(1), pd.Timestamp(data["end"])),
     )
-    al = align(sdoml_dir, data, grid[rows], window)
+    # AIA/HMI from ``frames_dir`` when given (FITS ingested for this month), EVE from the pull.
+    al = align(Path(frames_dir or sdoml_dir), data, grid[rows], window)
     valid = (al.pos >= 0).all(axis=1)
     with atomic_output(out) as tmp:
         valid, n, s1, s2 = _write_images(

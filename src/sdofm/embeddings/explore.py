@@ -63,13 +63,14 @@ def similar_times(
 
 
 def activity_index(ds: xr.Dataset) -> tuple[np.ndarray, str]:
-    """A per-time activity measure from the images: mean |Bz| (G) if there is HMI, else the
-    mean of the hottest AIA channel present."""
+    """A per-time activity measure from the images: mean |Bz| or |Blos| (G) if there is HMI,
+    else the mean of the hottest AIA channel present."""
     channels = [str(c) for c in ds.channel.values]
-    name = "Bz" if "Bz" in channels else channels[0]
+    field = next((c for c in ("Bz", "Blos") if c in channels), None)
+    name = field or channels[0]
     img = ds.images.sel(channel=name)
-    value = abs(img).mean(dim=("y", "x")) if name == "Bz" else img.mean(dim=("y", "x"))
-    label = "mean |Bz| (G)" if name == "Bz" else f"mean {name} (DN/s)"
+    value = abs(img).mean(dim=("y", "x")) if field else img.mean(dim=("y", "x"))
+    label = f"mean |{name}| (G)" if field else f"mean {name} (DN/s)"
     return value.values.astype(np.float64), label
 
 

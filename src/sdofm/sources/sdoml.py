@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numcodecs
 import numpy as np
 import pandas as pd
 import zarr
@@ -20,12 +19,21 @@ import zarr
 from sdofm import SdofmError
 from sdofm.io import atomic_output
 from sdofm.progress import progress as progress_counter
+from sdofm.sources.sdoml_layout import (
+    COMPRESSOR,
+    EVE_GROUP,
+    FRAME_CHUNK,
+    create_eve_arrays,
+    format_eve_times,
+)
 
 __all__ = [
     "AIA_CHANNELS",
     "COMPRESSOR",
     "EVE_GROUP",
     "HMI_COMPONENTS",
+    "HMI_LOS",
+    "HMI_PRODUCTS",
     "eve_times",
     "format_tai",
     "frame_times",
@@ -36,11 +44,10 @@ __all__ = [
 ]
 
 AIA_CHANNELS = ("94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A")
-HMI_COMPONENTS = ("Bx", "By", "Bz")
-EVE_GROUP = "MEGS-A"
+HMI_COMPONENTS = ("Bx", "By", "Bz")  # SDOML v2's HMI store: the vector field (G)
+HMI_LOS = "Blos"  # line-of-sight magnetograms (hmi.M_*): their own product, never Bz
+HMI_PRODUCTS = (*HMI_COMPONENTS, HMI_LOS)
 EVE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
-# SDOML v2 compresses with Blosc zstd level 5 and bit-shuffle.
-COMPRESSOR = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
 
 
 def store_url(root: str, name: str) -> str:
@@ -57,6 +64,10 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.
         if not Path(path).exists():
             msg = f"no SDOML v2 store at {url}: the path does not exist"
             raise SdofmError(msg)
+    elif url.startswith(("http://", "https://")) and opts:
+        # 'anon' (no credentials, for s3/gcs) means nothing to HTTP, which would pass it on
+        # to every request: a mirror of the public bucket takes the same options.
+        opts = {k: v for k, v in opts.items() if k != "anon"} or None
     try:
         return zarr.open_group(url, mode="r", storage_options=opts)
     except Exception as err:  # fsspec/zarr raise many types for a missing store
@@ -183,7 +194,7 @@ def _copy_array(
         dst = dst_group.create_array(
             name,
             shape=shape,
-            chunks=(min(15, max(len(idx), 1)), *src.shape[1:]),
+            chunks=(FRAME_CHUNK, *src.shape[1:]),
             dtype=src.dtype,
             compressors=COMPRESSOR,
             overwrite=True,
@@ -204,7 +215,7 @@ def _copy_array(
             attrs[key] = [value[i] for i in idx]
         else:
             attrs[key] = value
-    dst.attrs.update(attrs)
+    dst.update_attributes(attrs)
 
 
 def pull_store(
@@ -273,40 +284,42 @@ def _in_range(src: zarr.Group, kind: str, names: Sequence[str], span: tuple) -> 
 def _pull(src, url, tmp, kind, span, names, cadence, progress) -> dict[str, int]:
     start, end, (lo, hi) = span
     dst = zarr.open_group(tmp, mode="a" if progress.resumed else "w", zarr_format=2)
-    dst.attrs.update({**src.attrs.asdict(), "sdofm_source": url})
+    dst.update_attributes({**src.attrs.asdict(), "sdofm_source": url})
     counts: dict[str, int] = {}
     if kind == "eve":
         if EVE_GROUP not in src:
             msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
             raise SdofmError(msg)
         g = src[EVE_GROUP]
-        idx = _frames_in(with_retries(lambda: eve_times(g), f"{url} EVE times"), span, cadence)
-        out_g = dst.require_group(EVE_GROUP)
-        for name in ("Time", *names):
-            if name not in g:
-                msg = (
-                    f"EVE line {name!r} is not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
-                )
-                raise SdofmError(msg)
+        missing = [name for name in names if name not in g]
+        if missing:
+            msg = f"EVE lines {missing} are not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
+            raise SdofmError(msg)
+        times = with_retries(lambda: eve_times(g), f"{url} EVE times")
+        idx = _frames_in(times, span, cadence)
+        # SDOML v2's layout whatever the source wrote: Time as <U23, its codec and chunking.
+        arrays = create_eve_arrays(dst, len(idx), names)
+        arrays["Time"][:] = format_eve_times(times[idx])
+        counts["Time"] = len(idx)
+        for name in names:
             values = with_retries(
-                lambda name=name: (
-                    g[name].get_orthogonal_selection((idx,)) if len(idx) else g[name][:0]
-                ),
+                lambda name=name: g[name].get_orthogonal_selection((idx,)) if len(idx) else [],
                 f"{url}/{EVE_GROUP}/{name}",
             )
-            arr = out_g.create_array(
-                name,
-                shape=(len(idx),),
-                chunks=(max(len(idx), 1),),
-                dtype=str if name == "Time" else g[name].dtype,
-                overwrite=True,
-            )
             if len(idx):
-                arr[:] = (
-                    np.array(np.asarray(values).tolist(), dtype=str) if name == "Time" else values
-                )
+                arrays[name][:] = np.asarray(values, np.float32)
+            arrays[name].update_attributes(g[name].attrs.asdict())
             counts[name] = len(idx)
     else:
+        years = _year_groups(src, start, end)
+        absent = [n for n in names if years and not any(n in src[y] for y in years)]
+        if absent:
+            hint = " (line-of-sight: SDOML v2 holds Bx, By, Bz; ingest hmi.M_720s FITS)"
+            msg = f"{kind.upper()} {absent} in no year group of {url}" + (
+                hint if HMI_LOS in absent else ""
+            )
+            shutil.rmtree(tmp)  # nothing to resume: the request itself is wrong
+            raise SdofmError(msg)
         plan = []  # every array's frames first, so the progress lines know the total
         for year in _year_groups(src, max(start, lo), min(end, hi)):
             dst.require_group(year)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sdofm.sources.events import flux_to_goes_class
+from sdofm.sources.goes import flux_to_goes_class
 from sdofm.sources.synthetic.sun import EARTH_ORBIT_DEG_PER_DAY, growth, snodgrass_rate
 
 __all__ = ["FLARE_INDEX", "FlareSet", "goes_xrs", "make_flares", "profile"]

@@ -15,17 +15,25 @@ import pandas as pd
 import zarr
 
 from sdofm.io import atomic_output
-from sdofm.sources.sdoml import (
-    AIA_CHANNELS,
-    COMPRESSOR,
-    EVE_GROUP,
-    EVE_TIME_FORMAT,
-    HMI_COMPONENTS,
-    format_tai,
+from sdofm.sources.sdoml import AIA_CHANNELS, HMI_COMPONENTS
+from sdofm.sources.sdoml_layout import (
+    EVE_LINES as SDOML_EVE_LINES,
+)
+from sdofm.sources.sdoml_layout import (
+    create_eve_arrays,
+    create_frame_array,
+    format_eve_times,
+    sdoml_geometry,
 )
 from sdofm.sources.synthetic import flares as fl
 from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
-from sdofm.sources.synthetic.fits import aia_filename, write_aia_fits, write_hmi_fits
+from sdofm.sources.synthetic.fits import (
+    aia_filename,
+    level1_keywords,
+    observer,
+    write_aia_fits,
+    write_hmi_fits,
+)
 from sdofm.sources.synthetic.instrument import (
     CHANNELS,
     DegradationTable,
@@ -33,6 +41,7 @@ from sdofm.sources.synthetic.instrument import (
     render_channel,
 )
 from sdofm.sources.synthetic.sun import (
+    RSUN_ARCSEC,
     RSUN_CM,
     Disk,
     b0_angle,
@@ -43,8 +52,7 @@ from sdofm.sources.synthetic.sun import (
 
 __all__ = ["SyntheticSun", "generate"]
 
-AU_M = 149_597_870_700.0
-EVE_FLUSH_ROWS = 10_080  # one week at 1-min cadence per EVE chunk
+EVE_FLUSH_ROWS = 10_080  # EVE rows buffered between writes (a week at 1-min cadence)
 CHUNK = 15  # frames per chunk, as in SDOML v2
 HMI_NOISE_G = 8.0  # per-pixel noise of the HMI field components
 
@@ -86,13 +94,14 @@ class _Sun:
         self.flares = fl.make_flares(rng, self.regions, start - pd.Timedelta(days=1), end)
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
-        self._disks: dict[tuple[int, float], Disk] = {}
+        self._disks: dict[tuple[int, float, float], Disk] = {}
 
-    def disk(self, t: pd.Timestamp, size: int) -> Disk:
+    def disk(self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC) -> Disk:
         b0 = round(b0_angle(t), 2) if self.sun.b0 else 0.0
-        key = (size, b0)
-        if key not in self._disks:
-            self._disks = {key: Disk(size, b0)}  # one geometry at a time: memory stays flat
+        key = (size, b0, rsun_arcsec)
+        if key not in self._disks:  # at most two geometries (SDOML, FITS): memory stays flat
+            self._disks = {k: v for k, v in self._disks.items() if k[0] != size}
+            self._disks[key] = Disk(size, b0, rsun_arcsec)
         return self._disks[key]
 
     def unsigned_flux(self, t: pd.Timestamp) -> float:
@@ -100,9 +109,11 @@ class _Sun:
         s = region_states(self.regions, t)
         return float(2 * s.flux[s.visible].sum())
 
-    def render(self, t: pd.Timestamp, size: int) -> tuple[Disk, np.ndarray, dict[str, np.ndarray]]:
-        """Noise-free radial field and AIA intensities at ``t``."""
-        disk = self.disk(t, size)
+    def render(
+        self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC
+    ) -> tuple[Disk, np.ndarray, dict[str, np.ndarray]]:
+        """Noise-free radial field and AIA intensities at ``t`` (the Sun ``rsun_arcsec`` wide)."""
+        disk = self.disk(t, size, rsun_arcsec)
         state = region_states(self.regions, t)
         br = radial_field(state, disk)
         front = np.flatnonzero(np.abs(state.lon) < 95.0)
@@ -140,18 +151,8 @@ class _Sun:
         return ch.quiet * ch.flare_gain * (level * area).sum(axis=1) / size**2
 
 
-def _frame_arrays(group: zarr.Group, names, n: int, shape: tuple) -> dict[str, zarr.Array]:
-    """SDOML v2 frame arrays: (n, H, W) float32, 15-frame chunks, Blosc zstd."""
-    return {
-        name: group.create_array(
-            name,
-            shape=(n, *shape),
-            chunks=(CHUNK, *shape),
-            dtype="float32",
-            compressors=COMPRESSOR,
-        )
-        for name in names
-    }
+def _frame_arrays(group: zarr.Group, names, n: int, size: int) -> dict[str, zarr.Array]:
+    return {name: create_frame_array(group, name, n, size) for name in names}
 
 
 # Ground truth: the EVE lines after MEGS-A's end (time + one column per line, W/m^2).
@@ -159,34 +160,37 @@ EVE_AFTER_MEGSA = "eve_after_megsa.csv"
 
 
 class _EveWriter:
-    """Appends EVE rows to the MEGS-A group in week-sized blocks (bounded memory)."""
+    """Writes the rows of the MEGS-A group in week-sized blocks (bounded memory).
 
-    def __init__(self, path: Path):
-        self.group = zarr.open_group(path, mode="w", zarr_format=2).require_group(EVE_GROUP)
-        self.arrays = {
-            "Time": self.group.create_array("Time", shape=(0,), chunks=(EVE_FLUSH_ROWS,), dtype=str)
-        }
+    All 39 SDOML v2 lines, in the store's order, with their attrs; the row count is known up
+    front so the arrays get SDOML's chunking for their length.
+    """
+
+    def __init__(self, path: Path, n: int):
+        root = zarr.open_group(path, mode="w", zarr_format=2)
+        self.arrays = create_eve_arrays(root, n, [name for name, *_ in SDOML_EVE_LINES])
         for line, (_, _, weights) in EVE_LINES.items():
-            self.arrays[line] = self.group.create_array(
-                line, shape=(0,), chunks=(EVE_FLUSH_ROWS,), dtype="float32", fill_value=-1.0
-            )
-            self.arrays[line].attrs.update({"units": "W/m^2", "channels": sorted(weights)})
+            self.arrays[line].update_attributes({"units": "W/m^2", "channels": sorted(weights)})
         self.buffer: dict[str, list] = {k: [] for k in self.arrays}
+        self.written = 0
 
     def add(self, times: pd.DatetimeIndex, values: dict[str, np.ndarray]) -> None:
-        self.buffer["Time"].extend(t.strftime(EVE_TIME_FORMAT) for t in times)
+        self.buffer["Time"].extend(times)
         for line, v in values.items():
             self.buffer[line].extend(np.asarray(v, np.float32))
         if len(self.buffer["Time"]) >= EVE_FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self.buffer["Time"]:
+        rows = len(self.buffer["Time"])
+        if not rows:
             return
+        lo, hi = self.written, self.written + rows
         for name, arr in self.arrays.items():
-            dtype = str if name == "Time" else np.float32
-            arr.append(np.array(self.buffer[name], dtype=dtype))
+            block = self.buffer[name]
+            arr[lo:hi] = format_eve_times(block) if name == "Time" else np.array(block, np.float32)
             self.buffer[name] = []
+        self.written = hi
 
 
 def _write_csv_block(df: pd.DataFrame, path: Path) -> None:
@@ -266,9 +270,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
     quiet_mean = {
         n: render_channel(n, model.disk(times[0], size), [], []).mean() for n in AIA_CHANNELS
     }
-    eve_times = pd.date_range(
-        sun.start, sun.end, freq=f"{sun.eve_cadence_minutes}min", inclusive="left"
-    )
+    eve_times = _eve_times(sun)
     megsa_end = pd.Timestamp(sun.megsa_end)
     disk_means = np.zeros((len(times), len(AIA_CHANNELS)))
     prev = None
@@ -276,8 +278,8 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
     for year in np.unique(years):
         idx = np.flatnonzero(years == year)
         arrays = {
-            **_frame_arrays(aia.require_group(str(year)), AIA_CHANNELS, len(idx), shape),
-            **_frame_arrays(hmi.require_group(str(year)), HMI_COMPONENTS, len(idx), shape),
+            **_frame_arrays(aia.require_group(str(year)), AIA_CHANNELS, len(idx), size),
+            **_frame_arrays(hmi.require_group(str(year)), HMI_COMPONENTS, len(idx), size),
         }
         attrs: dict[str, dict[str, list]] = {n: {} for n in arrays}
         buf = np.zeros((len(arrays), CHUNK, *shape), np.float32)
@@ -286,8 +288,9 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
             rng = np.random.default_rng([sun.seed, int(i)])
             disk, br, images = model.render(t, size)
             in_fits = fits_window[0] <= t < fits_window[1]
-            if in_fits:  # level-1 files at their own resolution, from the same Sun
-                fits_disk, fits_br, fits_images = model.render(t, sun.fits_image_size)
+            if in_fits:  # level-1 files at their own resolution and the observed radius
+                rsun_obs = observer(t)[1]
+                fits_disk, fits_br, fits_images = model.render(t, sun.fits_image_size, rsun_obs)
                 write_hmi_fits(
                     fits_dir / "hmi" / f"hmi.m_45s.{t:%Y%m%d_%H%M%S}_TAI.fits",
                     fits_br * fits_disk.mu
@@ -300,7 +303,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 buf[len(AIA_CHANNELS) + k, b] = (
                     br * proj + rng.normal(0.0, HMI_NOISE_G, shape) * disk.on
                 )
-                _frame_attrs(attrs[comp], disk, t, hmi=True)
+                _frame_attrs(attrs[comp], "hmi", buf[len(AIA_CHANNELS) + k, b], disk, t)
             for k, name in enumerate(AIA_CHANNELS):
                 ch = CHANNELS[name]
                 disk_means[i, k] = images[name].mean()
@@ -310,7 +313,9 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 # SDOML v2: divided by exposure and degradation.
                 buf[k, b] = counts / (exptime * deg)
                 t_obs = t + pd.Timedelta(seconds=round(float(rng.uniform(0, 12)), 2))
-                _frame_attrs(attrs[name], disk, t_obs, exptime=exptime, deg=deg, wave=name)
+                _frame_attrs(
+                    attrs[name], "aia", counts, disk, t_obs, exptime=exptime, deg=deg, channel=name
+                )
                 if in_fits:  # raw counts: degraded, not exposure-normalised
                     raw = rng.poisson(fits_images[name] * exptime * deg)
                     write_aia_fits(
@@ -338,7 +343,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                     _write_csv_block(pd.DataFrame(block), tmp / "ground_truth" / EVE_AFTER_MEGSA)
             prev = disk_means[i].copy()
         for name, arr in arrays.items():
-            arr.attrs.update(attrs[name])
+            arr.update_attributes(attrs[name])
     eve.flush()
     return pd.DataFrame(disk_means, index=times.rename("time"), columns=list(AIA_CHANNELS))
 
@@ -356,49 +361,38 @@ def _eve_rows(sun, model, sel, lo, t, before, now, quiet_mean, i) -> dict[str, n
     return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
 
 
+def _eve_times(sun: SyntheticSun) -> pd.DatetimeIndex:
+    return pd.date_range(sun.start, sun.end, freq=f"{sun.eve_cadence_minutes}min", inclusive="left")
+
+
 def _frame_attrs(
     attrs: dict[str, list],
+    instrument: str,
+    image: np.ndarray,
     disk: Disk,
     t: pd.Timestamp,
     *,
-    hmi: bool = False,
     exptime: float = 0.0,
     deg: float = 1.0,
-    wave: str = "",
+    channel: str = "",
 ) -> None:
-    """Append one frame's FITS keywords to the per-array attrs lists (SDOML v2 style)."""
-    keys = {
-        "T_OBS": format_tai(t) if hmi else t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z",
-        "CDELT1": disk.cdelt,
-        "CDELT2": disk.cdelt,
-        "CRPIX1": (disk.size + 1) / 2,
-        "CRPIX2": (disk.size + 1) / 2,
-        "CRVAL1": 0.0,
-        "CRVAL2": 0.0,
-        "CROTA2": 0.0,
-        "CTYPE1": "HPLN-TAN",
-        "CTYPE2": "HPLT-TAN",
-        "CUNIT1": "arcsec",
-        "CUNIT2": "arcsec",
-        "R_SUN": disk.rsun_px,
-        "RSUN_OBS": 976.0,
-        "DSUN_OBS": AU_M,
-        "CRLT_OBS": disk.b0_deg,
-        "QUALITY": 0,
-    }
-    if hmi:
-        keys.update({"TELESCOP": "SDO/HMI", "BUNIT": "Gauss"})
-    else:
-        keys.update(
-            {
-                "TELESCOP": "SDO/AIA",
-                "WAVELNTH": int(wave[:-1]),
-                "WAVEUNIT": "angstrom",
-                "EXPTIME": exptime,
-                "DEG_COR": round(deg, 6),
-                "PIXLUNIT": "DN/s",
-            }
-        )
+    """Append one frame's keywords to the per-array attrs lists, as SDOML v2 keeps them: the
+    frame's full level-1 header (the Sun at its observed radius, ``image``'s statistics)
+    converted to the 976″ geometry of the stored frame."""
+    keys = level1_keywords(
+        instrument,
+        image,
+        t_obs=t,
+        size=disk.size,
+        rsun_px=observer(t)[1] / disk.cdelt,
+        b0_deg=disk.b0_deg,
+        exptime=exptime,
+        channel=channel,
+    )
+    keys["LVL_NUM"] = 1.5  # registered: north up, disk centred
+    keys = sdoml_geometry(keys, 1.0, instrument=instrument)
+    if instrument == "aia":
+        keys["DEG_COR"] = round(deg, 6)
     for k, v in keys.items():
         attrs.setdefault(k, []).append(v)
 
@@ -410,8 +404,9 @@ def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
         model = _Sun(sun)
         truth = tmp / "ground_truth"
         truth.mkdir()  # before the frames: EVE truth after MEGS-A is written as they go
-        eve = _EveWriter(tmp / "sdomlv2_eve.zarr")
+        eve = _EveWriter(tmp / "sdomlv2_eve.zarr", len(_eve_times(sun)))
         disk_means = _aia_hmi_frames(sun, model, tmp, eve)
+        assert eve.written == len(_eve_times(sun)), "every EVE row is written once"
         disk_means.to_csv(truth / "aia_disk_mean.csv")
         _write_goes(sun, model, tmp / "goes_xrs.csv")
         _write_f107(sun, model, tmp / "f107.csv")

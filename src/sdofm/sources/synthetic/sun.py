@@ -118,13 +118,13 @@ def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
 
 
 class Disk:
-    """Pixel geometry of the disk at one image size and B0 angle, SDOML v2 scale (976″ radius)."""
+    """Pixel geometry of the disk at one image size, B0 angle and solar radius (SDOML v2: 976″)."""
 
-    def __init__(self, size: int, b0_deg: float = 0.0):
+    def __init__(self, size: int, b0_deg: float = 0.0, rsun_arcsec: float = RSUN_ARCSEC):
         self.size = size
         self.b0_deg = b0_deg
-        self.cdelt = SDOML_CDELT_512 * 512 / size  # arcsec per pixel
-        self.rsun_px = RSUN_ARCSEC / self.cdelt
+        self.cdelt = SDOML_CDELT_512 * 512 / size  # arcsec per pixel (0.6″ at 4096²)
+        self.rsun_px = rsun_arcsec / self.cdelt  # SDOML: 976″; level-1 files: as observed
         c = (size - 1) / 2
         yy, xx = np.mgrid[0:size, 0:size]
         self.x = (xx - c) / self.rsun_px  # solar-west, in solar radii
