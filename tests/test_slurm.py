@@ -37,6 +37,7 @@ def cluster():
     if not _can_run_cluster():
         pytest.skip("needs root on a Debian machine to run a local SLURM cluster")
     subprocess.run([str(CLUSTER), "start"], check=True, capture_output=True, timeout=600)
+    _cancel_orphans()
     yield
     # Left running for other tests or a developer; `scripts/slurm-cluster.sh stop` ends it.
 
@@ -61,6 +62,21 @@ def _running(rule: str, run_id: str | None) -> str | None:
         ):
             return parts[0]
     return None
+
+
+def _cancel_orphans() -> None:
+    """Cancel the jobs of test runs that died (their Snakemake gone, e.g. a killed session): on a
+    one-node cluster they would hold its memory and keep this run's jobs pending."""
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            alive.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    for line in _squeue("%i %Z"):
+        job, _, workdir = line.partition(" ")
+        if "/pytest-of-" in workdir and not any(workdir in cmd for cmd in alive):
+            subprocess.run(["scancel", job], check=False)
 
 
 def _show(job: str) -> str:
