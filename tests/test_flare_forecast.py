@@ -52,18 +52,10 @@ def _inputs(task_inputs, events):
 
 
 @pytest.fixture(scope="module")
-def goes_events(tmp_path_factory, task_inputs, synthetic_mirror):
-    """The event folder with the synthetic Sun's GOES 1-8 Å series, as `sdofm events` will copy."""
-    events = tmp_path_factory.mktemp("flare_events") / "events"
-    shutil.copytree(task_inputs.events, events)
-    shutil.copy(synthetic_mirror / "goes_xrs.csv", events / "goes_xrs.csv")
-    return events
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_config, task_inputs, goes_events):
+def run(tmp_path_factory, tiny_config, task_inputs):
     out = tmp_path_factory.mktemp("flare_forecast") / "out"
-    result = run_task(FlareForecast, _inputs(task_inputs, goes_events), out, _params(tiny_config))
+    assert (task_inputs.events / "goes_xrs.csv").exists()  # `sdofm events` copies GOES 1-8 Å
+    result = run_task(FlareForecast, task_inputs, out, _params(tiny_config))
     pred = pd.read_csv(out / "predictions.csv", parse_dates=["time"])
     return {"out": out, "result": result, "pred": pred}
 
@@ -92,10 +84,10 @@ def test_scored_rows_are_the_stores_test_split(run, task_inputs):
     assert set(pred.split) == {"val", "test"}
 
 
-def test_labels_and_persistence_match_the_event_lists(run, goes_events):
+def test_labels_and_persistence_match_the_event_lists(run, task_inputs):
     """y is flare_labels; persistence is brute-force 'a flare in (t - 24 h, t]' and the
     ranking of the brute-force GOES maximum over (t - 24 h, t]."""
-    flares = read_flare_list(goes_events / "flares.csv")
+    flares = read_flare_list(task_inputs.events / "flares.csv")
     p = run["pred"][run["pred"].seed == 0]
     one = p[p.arm == "persistence_flares"]
     t = pd.DatetimeIndex(one.time)
@@ -103,7 +95,7 @@ def test_labels_and_persistence_match_the_event_lists(run, goes_events):
     big = flares[flares.peak_flux >= 1e-6 * (1 - 1e-9)].peak
     past = [((big > ti - H) & (big <= ti)).any() for ti in t]
     np.testing.assert_array_equal(one.y_pred, np.array(past, float))
-    xrs = read_goes_xrs(goes_events / "goes_xrs.csv").xrsb
+    xrs = read_goes_xrs(task_inputs.events / "goes_xrs.csv").xrsb
     brute = [xrs[(xrs.index > ti - H) & (xrs.index <= ti)].max() for ti in t]
     goes = p[p.arm == "persistence_goes"].y_pred.to_numpy()
     assert spearmanr(goes, brute).statistic > 0.999
@@ -127,11 +119,11 @@ def test_planted_persistence_sees_only_the_past():
     assert goes_persistence(xrs, t, H)[0] == 5e-5
 
 
-def test_planted_flares_through_the_task_arms(tmp_path, tiny_config, task_inputs, goes_events):
+def test_planted_flares_through_the_task_arms(tmp_path, tiny_config, task_inputs):
     """The task's own persistence arms, on an event folder with a planted M5 flare and GOES spike
     one minute after a time step: unchanged at that step, seen at the next one."""
     events = tmp_path / "events"
-    shutil.copytree(goes_events, events)
+    shutil.copytree(task_inputs.events, events)
     ctx = Context.open(_inputs(task_inputs, events), _params(tiny_config))
     before = FlareForecast(ctx)
     s = before.samples()
@@ -174,7 +166,7 @@ def test_thresholds_are_chosen_on_validation_and_test_choices_are_refused(run):
         check_choice_rows(np.array([2, 3, 4]), split, "the tss threshold")
 
 
-def test_near_limb_recall_is_recomputed_from_predictions(run, goes_events):
+def test_near_limb_recall_is_recomputed_from_predictions(run, task_inputs):
     extra = run["result"]["extra"]["recall"]
     test_pos = run["pred"][(run["pred"].split == "test") & (run["pred"].arm == "fm_head")]
     n_pos = int(test_pos[test_pos.seed == 0].y_true.sum())
@@ -239,7 +231,9 @@ def test_bad_config_is_refused_by_the_schema(tiny_config, change, match):
 def test_no_flare_to_learn_from_or_no_goes_file(tmp_path, tiny_config, task_inputs):
     """A class no training/validation row reaches stops before any training and writes nothing;
     without goes_xrs.csv the GOES arm is left out and extra says why."""
-    inputs = _inputs(task_inputs, task_inputs.events)
+    events = tmp_path / "events"
+    shutil.copytree(task_inputs.events, events, ignore=shutil.ignore_patterns("goes_xrs.csv"))
+    inputs = _inputs(task_inputs, events)
     with pytest.raises(SdofmError, match=r"no flare >= X9\.0 within 24 h of a train row"):
         run_task(FlareForecast, inputs, tmp_path / "out", _params(tiny_config, min_class="X9.0"))
     assert not (tmp_path / "out").exists()

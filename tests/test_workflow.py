@@ -187,7 +187,12 @@ def test_bad_config_value_is_one_clear_line(tmp_path):
 
 
 def test_missing_input_store_fails_cleanly(tmp_path):
-    config = _tiny_with(tmp_path, sources={"sdoml": f"file://{tmp_path}/no-such-folder"})
+    # (event sources a real run needs, fetched online: only the pull runs here)
+    sources = {
+        "sdoml": f"file://{tmp_path}/no-such-folder",
+        "events": {"flares": "hek", "f107": "lisird"},
+    }
+    config = _tiny_with(tmp_path, sources=sources)
     run = snakemake(tmp_path, "results/data/dataset.zarr", configfile=config)
     assert run.returncode != 0
     logs = list((tmp_path / "results" / "logs" / "pull_sdoml").glob("2011-0?.log"))
