@@ -15,7 +15,8 @@ from sklearn.metrics import mean_absolute_error
 
 from sdofm import SdofmError
 from sdofm.benchmarks.autocalibration import CURVE_EVERY, Autocalibration, planted_dimming
-from sdofm.benchmarks.baselines import DimmingCNN, dimming_ratio, quiet_sun_mode
+from sdofm.benchmarks.baseline_nets import DimmingCNN
+from sdofm.benchmarks.baselines import dimming_ratio, quiet_sun_mode
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.metrics import row_mae
 from sdofm.benchmarks.result import read_result

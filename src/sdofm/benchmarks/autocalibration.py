@@ -27,7 +27,8 @@ import xarray as xr
 from torch import nn
 
 from sdofm import SdofmError
-from sdofm.benchmarks.baselines import DimmingCNN, dimming_ratio, quiet_sun_mask, quiet_sun_mode
+from sdofm.benchmarks.baseline_nets import DimmingCNN
+from sdofm.benchmarks.baselines import dimming_ratio, quiet_sun_mask, quiet_sun_mode
 from sdofm.benchmarks.heads import BackboneHead, fit, make_head, predict
 from sdofm.benchmarks.metrics import Metric, frac_within, row_mae
 from sdofm.benchmarks.runner import Arm, Samples, Task

@@ -28,7 +28,8 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from sdofm import SdofmError
-from sdofm.benchmarks.baselines import FlareResNet, flare_persistence, goes_persistence
+from sdofm.benchmarks.baseline_nets import FlareResNet
+from sdofm.benchmarks.baselines import flare_persistence, goes_persistence
 from sdofm.benchmarks.heads import balanced_bce, fit, make_head, pooled, predict, standardiser
 from sdofm.benchmarks.metrics import Metric, best_threshold, brier, hss2, roc_auc, tss
 from sdofm.benchmarks.runner import Arm, Samples, Task

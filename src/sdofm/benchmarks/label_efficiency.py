@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sdofm.benchmarks.baselines import ResidualCNN, ridge_on_val
+from sdofm.benchmarks.baseline_nets import ResidualCNN
+from sdofm.benchmarks.baselines import ridge_on_val
 from sdofm.benchmarks.heads import TargetScaler, fit, predict
 from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.benchmarks.virtual_eve import VirtualEVE

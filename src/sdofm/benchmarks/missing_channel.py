@@ -23,7 +23,7 @@ import torch
 import xarray as xr
 
 from sdofm import SdofmError
-from sdofm.benchmarks.baselines import UNet
+from sdofm.benchmarks.baseline_nets import UNet
 from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, predict
 from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
 from sdofm.benchmarks.metrics import relative_flux_difference as flux_error

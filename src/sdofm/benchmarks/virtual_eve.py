@@ -25,7 +25,8 @@ import torch
 import xarray as xr
 from torch import nn
 
-from sdofm.benchmarks.baselines import ResidualCNN, channel_statistics, ridge_on_val
+from sdofm.benchmarks.baseline_nets import ResidualCNN
+from sdofm.benchmarks.baselines import channel_statistics, ridge_on_val
 from sdofm.benchmarks.heads import TargetScaler, fit, make_head, predict, standardiser
 from sdofm.benchmarks.metrics import Metric, median_rae, relative_absolute_error
 from sdofm.benchmarks.runner import Arm, Samples, Task
