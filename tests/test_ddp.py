@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sdofm import SdofmError
-from sdofm.dataset.loader import _EpochSampler
+from sdofm.training.datamodule import _EpochSampler
 from tests.conftest import checkpoint_weights
 
 

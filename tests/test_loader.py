@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
-from sdofm.dataset.loader import SDODataModule, SDOImages, collate, disk_mask, open_dataset
+from sdofm.dataset.loader import SDOImages, collate, disk_mask, open_dataset
+from sdofm.training.datamodule import SDODataModule
 
 
 def _expected(dataset, row: int) -> np.ndarray:

@@ -25,10 +25,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from sdofm import SdofmError
-from sdofm.dataset.loader import ResumableLoader, SDODataModule, open_dataset
+from sdofm.dataset.loader import open_dataset
 from sdofm.dataset.splits import split_intervals
 from sdofm.models import backbone_kwargs, build_backbone
 from sdofm.training.cluster import Requeue, cluster_layout
+from sdofm.training.datamodule import ResumableLoader, SDODataModule
 
 __all__ = ["Pretrainer", "hardware", "pretrain"]
 
