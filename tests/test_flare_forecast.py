@@ -166,7 +166,7 @@ def test_thresholds_are_chosen_on_validation_and_test_choices_are_refused(run):
         check_choice_rows(np.array([2, 3, 4]), split, "the tss threshold")
 
 
-def test_near_limb_recall_is_recomputed_from_predictions(run, task_inputs):
+def test_near_limb_recall_is_recomputed_from_predictions(run):
     extra = run["result"]["extra"]["recall"]
     test_pos = run["pred"][(run["pred"].split == "test") & (run["pred"].arm == "fm_head")]
     n_pos = int(test_pos[test_pos.seed == 0].y_true.sum())
