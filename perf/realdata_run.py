@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import subprocess
 import sys
 import tempfile
@@ -116,10 +117,10 @@ def run(work: Path, served: Path, project: Path, ci: dict, targets: list[str]) -
             str(project / "real.yaml"),
             str(project / "ci.yaml"),
         ]
-        env_path = f"{Path(sys.executable).parent}:" + __import__("os").environ["PATH"]
+        env_path = f"{Path(sys.executable).parent}:" + os.environ["PATH"]
         started = time.perf_counter()
         done = subprocess.run(
-            cmd, capture_output=True, text=True, env={**__import__("os").environ, "PATH": env_path}
+            cmd, capture_output=True, text=True, env={**os.environ, "PATH": env_path}
         )
         wall = time.perf_counter() - started
         if done.returncode:
