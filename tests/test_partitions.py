@@ -33,6 +33,35 @@ def test_months_of_the_range(tiny_config):
     assert partitions(tiny_config["data"]) == ["2011-01", "2011-02", "2011-03"]
 
 
+def test_partitions_of_several_months(
+    pulled, tiny_config, dataset, checkpoint, embeddings, tmp_path
+):
+    """`data.partition_months: 2`: blocks counted from the first month, the last one short;
+    built, merged and embedded block by block, they give the one-piece store and embeddings."""
+    data = tiny_config["data"] | {"partition_months": 2}
+    assert partitions(data) == ["2011-01", "2011-03"]
+    params = {"data": data, "splits": tiny_config["splits"]}
+    paths = [tmp_path / f"{p}.zarr" for p in partitions(data)]
+    for period, path in zip(partitions(data), paths, strict=True):
+        build_partition(pulled, path, params, period)
+    with pytest.raises(SdofmError, match="no time step"):  # not the first month of a block
+        build_partition(pulled, tmp_path / "feb.zarr", params, "2011-02")
+    merge_partitions(paths, tmp_path / "merged.zarr", params)
+    merged, ref = open_dataset(tmp_path / "merged.zarr"), open_dataset(dataset)
+    np.testing.assert_array_equal(merged.images.values, ref.images.values)
+    assert merged.attrs["partition_months"] == 2
+    parts = [tmp_path / f"emb-{p}" for p in partitions(data)]
+    for period, part in zip(partitions(data), parts, strict=True):
+        extract_embeddings(
+            tmp_path / "merged.zarr", checkpoint, part, tiny_config["embed"], period=period
+        )
+    merge_embeddings(parts, tmp_path / "merged.zarr", tmp_path / "emb.zarr")
+    np.testing.assert_array_equal(
+        xr.open_zarr(tmp_path / "emb.zarr").embedding.values,
+        xr.open_zarr(embeddings).embedding.values,
+    )
+
+
 def test_merged_partitions_equal_the_one_step_build(parts, dataset, tmp_path):
     params, paths = parts
     out = tmp_path / "merged.zarr"

@@ -322,7 +322,10 @@ def _parser() -> argparse.ArgumentParser:
     p = add("pull", "copy a time range and channels of SDOML v2 stores (any fsspec URL)", _pull)
     p.add_argument("--source", help="folder URL of the stores (overrides sources.sdoml)")
     p.add_argument("--out", required=True, help="folder for aia.zarr, hmi.zarr, eve.zarr")
-    p.add_argument("--period", help="pull only what the build of this month (YYYY-MM) reads")
+    p.add_argument(
+        "--period",
+        help="pull only what the build of this partition (YYYY-MM, its first month) reads",
+    )
     p = add("events", "copy flares, daily F10.7 and GOES XRS into the workflow's layout", _events)
     p.add_argument("--source", help="the synthetic mirror: its files stand in for unset sources")
     p.add_argument("--flares", help="flare list file, or 'goes' (overrides sources.events)")
@@ -348,7 +351,7 @@ def _parser() -> argparse.ArgumentParser:
         "ingest one month of the level-1 FITS of sources.fits (aia.zarr, hmi.zarr)",
         _ingest_period,
     )
-    p.add_argument("--period", required=True, help="the month, YYYY-MM")
+    p.add_argument("--period", required=True, help="the partition, YYYY-MM (its first month)")
     p.add_argument("--out", required=True, help="folder for the month's aia.zarr and hmi.zarr")
     p.add_argument("--source", help="the synthetic mirror: its fits/ stand in for unset sources")
     p.add_argument("--aia", nargs="+", help="AIA level-1 files (overrides sources.fits.aia)")
@@ -379,7 +382,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
     p.add_argument("--frames", help="folder with this month's aia.zarr/hmi.zarr (FITS source)")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
-    p.add_argument("--period", help="build only this month (YYYY-MM) as a partition to merge")
+    p.add_argument(
+        "--period", help="build only this partition (YYYY-MM, its first month), to merge"
+    )
     p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)
     p.add_argument("parts", nargs="+", help="partition stores written by `sdofm build --period`")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
@@ -390,7 +395,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--checkpoint", help="the pretrained backbone (not with --merge)")
     p.add_argument("--out", required=True)
-    p.add_argument("--period", help="embed only this month (YYYY-MM), as a part to merge")
+    p.add_argument(
+        "--period", help="embed only this partition (YYYY-MM, its first month), as a part to merge"
+    )
     p.add_argument("--merge", dest="parts", nargs="+", help="join these monthly parts instead")
     p = add(
         "similar",

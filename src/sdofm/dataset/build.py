@@ -34,6 +34,7 @@ __all__ = [
     "index_frames",
     "match_times",
     "merge_partitions",
+    "partition_of",
     "partitions",
     "pull_windows",
     "build_partition",
@@ -177,15 +178,25 @@ def time_grid(data: dict[str, Any]) -> pd.DatetimeIndex:
     )
 
 
+def partition_of(times: pd.DatetimeIndex, months: int = 1) -> np.ndarray:
+    """The partition of each time step: its block of ``months`` months counted from the first
+    step's month, named by the block's first month (``2011-01``)."""
+    ordinal = times.year * 12 + times.month - 1
+    first = ordinal[0] if len(ordinal) else 0
+    block = first + (ordinal - first) // months * months
+    return np.array([f"{b // 12:04d}-{b % 12 + 1:02d}" for b in block], dtype=object)
+
+
 def partitions(data: dict[str, Any]) -> list[str]:
-    """Names of the monthly partitions the build is split into (``2011-01``, …)."""
-    grid = time_grid(data)
-    return sorted({f"{t:%Y-%m}" for t in grid})
+    """Names of the partitions the build is split into (``2011-01``, …): blocks of
+    ``data.partition_months`` months, each pulled, built and embedded by one job."""
+    return sorted(set(partition_of(time_grid(data), data.get("partition_months", 1))))
 
 
 def _period_rows(data: dict[str, Any], period: str) -> np.ndarray:
-    """Positions in the time grid of the steps of one month (``2011-01``); an error if none."""
-    rows = np.flatnonzero(time_grid(data).strftime("%Y-%m") == period)
+    """Positions in the time grid of the steps of one partition (``2011-01``); an error if none."""
+    grid = time_grid(data)
+    rows = np.flatnonzero(partition_of(grid, data.get("partition_months", 1)) == period)
     if len(rows) == 0:
         msg = f"partition {period} has no time step between {data['start']} and {data['end']}"
         raise SdofmError(msg)
@@ -395,6 +406,7 @@ def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str,
             norm_rows=int(train.sum()),
             qc_counts=json.dumps(qc["issue"].value_counts().to_dict()),
             partitions=[p.name for p in parts],
+            partition_months=params["data"].get("partition_months", 1),
         ).to_zarr(tmp, mode="a", zarr_format=2, consolidated=True)
         with atomic_output(qc_path(out)) as tmp_qc:
             qc.sort_values(["time", "channel"]).to_csv(tmp_qc, index=False)

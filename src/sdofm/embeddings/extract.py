@@ -13,6 +13,7 @@ import xarray as xr
 from torch.utils.data import DataLoader
 
 from sdofm import SdofmError
+from sdofm.dataset.build import partition_of
 from sdofm.dataset.loader import SDOImages, SDOStacks, collate, open_dataset
 from sdofm.io import atomic_output, file_sha256
 from sdofm.models.checkpoint import load_backbone
@@ -34,10 +35,11 @@ def _inputs(
 
 
 def _period(ds: xr.Dataset, period: str | None) -> np.ndarray:
-    """Positions of the time steps of ``period`` (a month, ``2011-01``), or of every step."""
+    """Positions of the time steps of partition ``period`` (``2011-01``), or of every step."""
     if period is None:
         return np.arange(ds.sizes["time"])
-    rows = np.flatnonzero(pd.DatetimeIndex(ds.time.values).strftime("%Y-%m") == period)
+    months = int(ds.attrs.get("partition_months", 1))
+    rows = np.flatnonzero(partition_of(pd.DatetimeIndex(ds.time.values), months) == period)
     if len(rows) == 0:
         msg = f"the data set has no time step in {period}"
         raise SdofmError(msg)

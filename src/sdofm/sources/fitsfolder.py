@@ -90,11 +90,12 @@ def fits_inputs(resolved: dict[str, str | None] | None) -> dict[str, list[str]]:
 
 
 def period_window(data: dict[str, Any], period: str) -> tuple[pd.Timestamp, pd.Timestamp]:
-    """The month ``period`` within [data.start, data.end), widened by the alignment tolerance."""
+    """Partition ``period`` (its months) within [data.start, data.end), widened by the
+    alignment tolerance."""
     month = pd.Period(period, freq="M")
     tol = pd.Timedelta(minutes=data["tolerance_minutes"])
     lo = max(month.start_time, pd.Timestamp(data["start"]))
-    hi = min((month + 1).start_time, pd.Timestamp(data["end"]))
+    hi = min((month + data.get("partition_months", 1)).start_time, pd.Timestamp(data["end"]))
     if hi <= lo:
         msg = f"month {period} is outside the data range {data['start']} to {data['end']}"
         raise SdofmError(msg)
