@@ -27,7 +27,9 @@ def planted(pulled, tiny_config, tmp_path_factory):
     shifted = pd.Timestamp(tobs[20].rstrip("Z")) + pd.Timedelta(hours=3)
     tobs[20] = shifted.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-4] + "Z"  # off the 12-h cadence
     a171.attrs["T_OBS"] = tobs
-    a171[30] = -np.ones(a171.shape[1:], np.float32)  # a dark (negative) frame
+    a171[30] = -np.linspace(1, 2, a171.shape[1] * a171.shape[2], dtype=np.float32).reshape(
+        a171.shape[1:]
+    )  # a dark (negative, not constant) frame
     frame = a193[40]
     frame[0, 0] = np.nan
     a193[40] = frame  # a NaN pixel

@@ -19,6 +19,22 @@ import zarr
 import sdofm
 from sdofm import SdofmError
 from sdofm.config import config_hash
+from sdofm.dataset.integrity import (
+    CheckedStore,
+    ChunkError,
+    chunk_name,
+    file_manifest,
+    open_checked,
+    write_errors,
+)
+from sdofm.dataset.qc import (
+    QC_COLUMNS,
+    check_ranges,
+    qc_path,
+    quality_flags,
+    quarantine_frames,
+    usable_frames,
+)
 from sdofm.dataset.splits import assign_splits, check_no_leak
 from sdofm.io import atomic_output
 from sdofm.progress import progress
@@ -46,13 +62,6 @@ __all__ = [
 # Training reads one sample (all channels at one time) per chunk; lz4 decompresses fastest.
 IMAGE_COMPRESSOR = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 ROWS_PER_BLOCK = 32
-QC_COLUMNS = ["time", "channel", "issue", "detail"]
-
-
-def qc_path(store: str | Path) -> Path:
-    """The QC table written beside a built store: one row per gap or quarantined frame."""
-    store = Path(store)
-    return store.with_name(f"{store.stem}.qc.csv")
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Frames:
     times: pd.DatetimeIndex
     year: np.ndarray
     index: np.ndarray
+    quality: np.ndarray  # the QUALITY keyword of each frame (0: nominal or not recorded)
 
 
 def transform_for(channel: str) -> str:
@@ -80,24 +90,31 @@ def apply_transform(x: np.ndarray, transforms: list[str]) -> np.ndarray:
 
 
 def index_frames(store: zarr.Group, names: list[str]) -> dict[str, Frames]:
-    """Collect each channel's frames across the year groups (channels are never co-indexed)."""
+    """Collect each channel's frames across the year groups (channels are never co-indexed).
+
+    Through a `CheckedStore`, each array's chunks are then checked as they are read, and
+    named by their frames' T_OBS in errors.
+    """
     found: dict[str, list] = {n: [] for n in names}
     for year in sorted(k for k in store.group_keys() if k.isdigit()):
         for name in names:
             if name in store[year]:
-                t = frame_times(store[year][name])
-                found[name].append((t, np.full(len(t), year), np.arange(len(t))))
+                arr = store[year][name]
+                t = frame_times(arr)
+                if isinstance(store.store, CheckedStore):
+                    store.store.watch(arr, arr.attrs["T_OBS"])
+                q = quality_flags(arr.attrs.get("QUALITY"), len(t))
+                found[name].append((t, np.full(len(t), year), np.arange(len(t)), q))
     frames = {}
     for name, parts in found.items():
         if not parts:
-            frames[name] = Frames(name, pd.DatetimeIndex([]), np.array([], str), np.array([], int))
+            empty = np.array([], int)
+            frames[name] = Frames(name, pd.DatetimeIndex([]), np.array([], str), empty, empty)
             continue
         frames[name] = Frames(
-            name,
-            pd.DatetimeIndex(np.concatenate([p[0] for p in parts])),
-            np.concatenate([p[1] for p in parts]),
-            np.concatenate([p[2] for p in parts]),
-        )
+            name, pd.DatetimeIndex(np.concatenate([p[0] for p in parts])),
+            *(np.concatenate([p[k] for p in parts]) for k in (1, 2, 3)),
+        )  # fmt: skip
     return frames
 
 
@@ -132,13 +149,29 @@ def _read_rows(store: zarr.Group, frames: Frames, pos: np.ndarray) -> np.ndarray
     for year in np.unique(years):
         rows = np.flatnonzero(years == year)
         order = np.argsort(frames.index[pos[rows]])
-        data = store[str(year)][frames.name].get_orthogonal_selection(
-            (frames.index[pos[rows[order]]],)
-        )
+        data = _read_frames(store[str(year)][frames.name], frames.index[pos[rows[order]]])
         if block is None:
             block = np.empty((len(pos), *data.shape[1:]), np.float32)
         block[rows[order]] = data
     return block
+
+
+def _read_frames(array: zarr.Array, index: np.ndarray) -> np.ndarray:
+    """Frames ``index`` of ``array``; a chunk the codec cannot decode is named in the error
+    (missing and truncated chunks are caught before decoding, by the `CheckedStore`)."""
+    try:
+        return array.get_orthogonal_selection((index,))
+    except (RuntimeError, ValueError) as err:
+        per_chunk = array.chunks[0]
+        for first in np.unique(index // per_chunk) * per_chunk:  # find the chunk, then name it
+            try:
+                array[first]
+            except (RuntimeError, ValueError):
+                store = array.store
+                where = store.describe(array.path, first // per_chunk)
+                msg = f"{where} cannot be decoded: {err}"
+                raise ChunkError(msg) from err
+        raise
 
 
 @dataclass
@@ -237,9 +270,11 @@ def align(
     al = Alignment(grid, [], [], [], np.empty((len(grid), 0), int))
     positions = []
     for store_name, names in (("aia", data["aia_channels"]), ("hmi", data["hmi_components"])):
-        store = zarr.open_group(sdoml_dir / f"{store_name}.zarr", mode="r")
+        store = zarr.open_group(open_checked(sdoml_dir / f"{store_name}.zarr"), mode="r")
         for name, frames in index_frames(store, list(names)).items():
-            pos = _match_checked(grid, frames, tol, al.qc, window)
+            keep = usable_frames(grid, frames, tol, al.qc, window)
+            pos = match_times(grid, frames.times[keep], tol)
+            pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
             al.channels.append(name)
             al.stores.append(store)
             al.frames.append(frames)
@@ -251,54 +286,18 @@ def align(
     return al
 
 
-def _match_checked(
-    grid: pd.DatetimeIndex,
-    frames: Frames,
-    tol: pd.Timedelta,
-    qc: list[dict[str, Any]],
-    window: tuple[pd.Timestamp, pd.Timestamp] | None,
-) -> np.ndarray:
-    """`match_times` after quarantining duplicate timestamps; off-cadence frames are recorded."""
-    duplicate = frames.times.duplicated(keep="first")
-    keep = np.flatnonzero(~duplicate)
-    lo, hi = window or (frames.times.min(), frames.times.max() + pd.Timedelta(1))
-    mine = (frames.times >= lo) & (frames.times < hi)  # frames this call reports on
-    for i in np.flatnonzero(duplicate & mine):
-        qc.append(
-            {
-                "time": frames.times[i],
-                "channel": frames.name,
-                "issue": "duplicate",
-                "detail": f"{frames.year[i]}/{frames.name}[{frames.index[i]}] repeats a time",
-            }
-        )
-    if len(keep) == 0:
-        return np.full(len(grid), -1)
-    pos = match_times(grid, frames.times[keep], tol)
-    pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
-    near = pd.Index(grid).get_indexer(frames.times[keep], method="nearest", tolerance=tol) >= 0
-    for i in keep[~near & mine[keep]]:
-        qc.append(
-            {
-                "time": frames.times[i],
-                "channel": frames.name,
-                "issue": "off-cadence",
-                "detail": f"{frames.year[i]}/{frames.name}[{frames.index[i]}] is more "
-                f"than {tol} from every time step",
-            }
-        )
-    return pos
-
-
 def align_eve(sdoml_dir: Path, grid: pd.DatetimeIndex, data: dict[str, Any]) -> np.ndarray:
     """EVE lines at the time steps, (time, line); NaN where missing.
 
     SDOML v2 marks missing values with negatives; zero is no physical irradiance either.
     """
-    group = zarr.open_group(sdoml_dir / "eve.zarr", mode="r")[EVE_GROUP]
-    pos = match_times(grid, eve_times(group), pd.Timedelta(minutes=data["eve_tolerance_minutes"]))
+    store = open_checked(sdoml_dir / "eve.zarr")
+    group = zarr.open_group(store, mode="r")[EVE_GROUP]
+    times = eve_times(group)
+    pos = match_times(grid, times, pd.Timedelta(minutes=data["eve_tolerance_minutes"]))
     eve = np.full((len(grid), len(data["eve_lines"])), np.nan, np.float32)
     for k, line in enumerate(data["eve_lines"]):
+        store.watch(group[line], times.strftime("%Y-%m-%dT%H:%M:%S"))
         values = np.asarray(group[line][:], np.float32)
         v = np.where(pos >= 0, values[np.clip(pos, 0, None)], np.nan)
         eve[:, k] = np.where(v > 0, v, np.nan)
@@ -325,17 +324,18 @@ def build_partition(
     )
     check_no_leak(grid, labels, splits["buffer_days"])
     rows = _period_rows(data, period)
-    month = pd.Period(period, freq="M")
-    window = (
-        max(month.start_time, pd.Timestamp(data["start"])),
-        min(month.end_time + pd.Timedelta(1), pd.Timestamp(data["end"])),
+    first = pd.Period(period, freq="M")
+    window = (  # the block's months: QC reports the frames in them (each frame once)
+        max(first.start_time, pd.Timestamp(data["start"])),
+        min((first + data.get("partition_months", 1)).start_time, pd.Timestamp(data["end"])),
     )
     # AIA/HMI from ``frames_dir`` when given (FITS ingested for this month), EVE from the pull.
     al = align(Path(frames_dir or sdoml_dir), data, grid[rows], window)
+    ranges = check_ranges(data, al.channels)
     valid = (al.pos >= 0).all(axis=1)
-    with atomic_output(out) as tmp:
-        valid, n, s1, s2 = _write_images(
-            tmp, al, valid, labels[rows] == "train", data["image_size"]
+    with write_errors(out), atomic_output(out) as tmp:
+        valid, n, s1, s2, manifest = _write_images(
+            tmp, al, valid, labels[rows] == "train", data["image_size"], ranges
         )
         xr.Dataset(
             {
@@ -343,6 +343,8 @@ def build_partition(
                 "split": ("time", labels[rows]),
                 "frame_time": (("time", "channel"), al.frame_time),
                 "eve": (("time", "line"), align_eve(sdoml_dir, al.grid, data)),
+                "chunk_bytes": ("time", manifest[0]),
+                "chunk_crc32": ("time", manifest[1]),
                 "stat_n": ((), n),
                 "stat_sum": ("channel", s1),
                 "stat_sum_sq": ("channel", s2),
@@ -390,8 +392,8 @@ def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str,
     mean = sum(m.stat_sum.values for m in metas) / n
     std = np.sqrt(np.maximum(sum(m.stat_sum_sq.values for m in metas) / n - mean**2, 1e-12))
     qc = pd.concat([pd.read_csv(p / "qc.csv") for p in parts], ignore_index=True)
-    with atomic_output(out) as tmp:
-        _join_images(parts, tmp, len(meta.time))
+    with write_errors(out), atomic_output(out) as tmp:
+        _join_images(parts, tmp, meta)
         meta.assign(
             transform=("channel", np.array([transform_for(c) for c in channels])),
             norm_mean=("channel", mean.astype(np.float32)),
@@ -420,30 +422,42 @@ def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str,
     }
 
 
-def _join_images(parts: list[Path], tmp: Path, n_time: int) -> None:
-    """One ``images`` array from the partitions' arrays: chunk files linked with shifted keys."""
+def _join_images(parts: list[Path], tmp: Path, meta: xr.Dataset) -> None:
+    """One ``images`` array from the partitions' arrays: chunk files linked with shifted keys.
+
+    Every valid row's chunk must be there with the size its partition's manifest records.
+    """
     first = zarr.open_array(parts[0] / "images", mode="r")
     root = zarr.open_group(tmp, mode="w", zarr_format=2)
     images = root.create_array(
         "images",
-        shape=(n_time, *first.shape[1:]),
+        shape=(len(meta.time), *first.shape[1:]),
         chunks=first.chunks,
         dtype=first.dtype,
         compressors=IMAGE_COMPRESSOR,
         fill_value=np.nan,
     )
     images.attrs.update(first.attrs.asdict())
+    valid = meta.valid.values
+    sizes = meta.chunk_bytes.values if "chunk_bytes" in meta else None
     offset = 0
     for part in parts:
         n = zarr.open_array(part / "images", mode="r").shape[0]
-        for i in range(n):  # chunks are one time step each: key "i.0.0.0"
-            src = part / "images" / f"{i}.0.0.0"
-            if src.exists():  # absent: a row that was never written (fill value NaN)
-                dst = tmp / "images" / f"{offset + i}.0.0.0"
-                try:
-                    os.link(src, dst)
-                except OSError:  # another file system: copy the compressed bytes
-                    shutil.copyfile(src, dst)
+        for i in range(n):  # chunks are one time step each
+            src = part / "images" / chunk_name(first, i)
+            row = offset + i
+            if not valid[row]:
+                continue  # no chunk: the row was never written (fill value NaN)
+            if not src.exists() or (sizes is not None and src.stat().st_size != sizes[row]):
+                why = "is missing" if not src.exists() else "differs from its manifest"
+                time = np.datetime_as_string(meta.time.values[row], unit="s")
+                msg = f"{src} (time {time}, a valid row) {why}: rebuild partition {part.name}"
+                raise ChunkError(msg)
+            dst = tmp / "images" / chunk_name(images, row)
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system: copy the compressed bytes
+                shutil.copyfile(src, dst)
         offset += n
 
 
@@ -457,37 +471,20 @@ def build_dataset(sdoml_dir: str | Path, out: str | Path, params: dict[str, Any]
         return merge_partitions(parts, out, params)
 
 
-def _quarantine_bad_frames(x: np.ndarray, rows: np.ndarray, al: Alignment) -> np.ndarray:
-    """Rows of ``x`` (rows, channel, H, W) with an unusable frame, each recorded in ``al.qc``."""
-    bad = np.zeros(len(rows), bool)
-    for c, name in enumerate(al.channels):
-        frames = x[:, c]
-        finite = np.isfinite(frames).all(axis=(1, 2))
-        # AIA counts cannot be all zero or negative; HMI fields are signed.
-        if transform_for(name) == "log1p":
-            dark = ~(frames > 0).any(axis=(1, 2))
-        else:
-            dark = np.zeros(len(rows), bool)
-        for r in np.flatnonzero(~finite | dark):
-            issue = "non-finite pixels" if not finite[r] else "no positive signal"
-            al.qc.append(
-                {
-                    "time": al.grid[rows[r]],
-                    "channel": name,
-                    "issue": issue,
-                    "detail": f"frame at {al.frames[c].times[al.pos[rows[r], c]]}",
-                }
-            )
-        bad |= ~finite | dark
-    return bad
-
-
-def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray, size: int):
+def _write_images(
+    tmp: Path,
+    al: Alignment,
+    valid: np.ndarray,
+    train: np.ndarray,
+    size: int,
+    ranges: dict[str, tuple[float, float]],
+):
     """Stream the images of the valid rows into ``tmp``/images, a block of rows at a time.
 
     Accumulates the training-row sums in float64 on the way (memory bounded by the block,
-    whatever the time range). Rows with an unusable frame become invalid. Returns
-    (valid, pixel count, sum, sum of squares) per channel.
+    whatever the time range). Rows with an unusable frame (`quarantine_frames`) become invalid
+    before they count. Returns (valid, pixel count, sum, sum of squares) per channel, and the
+    chunk manifest (bytes, CRC-32 of each row's chunk file; 0 where none).
     """
     n_ch = len(al.channels)
     images = zarr.open_group(tmp, mode="w", zarr_format=2).create_array(
@@ -504,15 +501,18 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
     transforms = [transform_for(c) for c in al.channels]
     valid = valid.copy()
     n, s1, s2 = 0, np.zeros(n_ch), np.zeros(n_ch)
+    sizes, crcs = np.zeros(len(al.grid), np.int64), np.zeros(len(al.grid), np.uint32)
     rows = np.flatnonzero(valid)
     bar = progress(len(rows), f"build {al.grid[0]:%Y-%m}", "samples")
     for lo in range(0, len(rows), ROWS_PER_BLOCK):
         block = rows[lo : lo + ROWS_PER_BLOCK]
         x = downsample(al.read(block), size).astype(np.float32)
-        bad = _quarantine_bad_frames(x, block, al)
+        bad = quarantine_frames(x, al.grid[block], al.channels, al.frame_time[block], ranges, al.qc)
         valid[block[bad]] = False  # kept out of training and embedding
         x[bad] = np.nan
         images.set_orthogonal_selection((block,), x)
+        names = [chunk_name(images, int(r)) for r in block]
+        sizes[block], crcs[block] = file_manifest(tmp / "images", names)
         keep = train[block] & ~bad
         if keep.any():
             z = apply_transform(x[keep], transforms).astype(np.float64)
@@ -521,4 +521,4 @@ def _write_images(tmp: Path, al: Alignment, valid: np.ndarray, train: np.ndarray
             s2 += (z**2).sum(axis=(0, 2, 3))
         bar.update(len(block))
     bar.close()
-    return valid, n, s1, s2
+    return valid, n, s1, s2, (sizes, crcs)

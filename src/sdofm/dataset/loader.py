@@ -1,29 +1,29 @@
 """Streaming access to the ML-ready store: torch Datasets (Lightning's DataModule over them:
 `sdofm.training.datamodule`).
 
-The hot path (``SDOImages.__getitem__``) reads one sample as one chunk: on a local store it
-reads the chunk file and Blosc-decodes it straight into a reused buffer (no xarray, no zarr
-call per item); elsewhere it falls back to ``zarr_array[row]``. Normalisation constants are
-derived once per data set. In training, the loader hands over physical values and the
+The hot path (``SDOImages.__getitem__``) reads one sample as one chunk, through zarr's own read
+path decoding straight into the batch (``get_basic_selection(out=...)``), with the store wrapped
+in a `CheckedStore`: a missing or damaged chunk is an error, never a blank frame. Normalisation
+constants are derived once per data set. In training, the loader hands over physical values and the
 normalisation runs on the accelerator after the transfer (``SDODataModule``): on a CPU it costs
 as much as decoding, on a GPU nothing, so the loader streams at the speed of the chunk reads.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numcodecs
 import numpy as np
 import torch
 import xarray as xr
 import zarr
 from torch.utils.data import Dataset, default_collate
+from zarr.core.buffer.cpu import NDBuffer
 
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
+from sdofm.dataset.integrity import CheckedStore, ChunkError, check_chunks, open_checked
 
 __all__ = [
     "Normaliser",
@@ -40,12 +40,39 @@ CDELT_512 = 4.8  # arcsec per pixel at 512²
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:
-    """Open a built ML-ready store, refusing anything a killed build left behind."""
+    """Open a built ML-ready store, refusing anything a killed build left behind.
+
+    Reads go through zarr with a `CheckedStore`: a valid row whose image chunk is missing or
+    truncated is an error naming the chunk and its time, never a silent NaN fill. Presence and
+    size of every valid row's chunk are checked here, before any compute is spent.
+    """
     path = Path(path)
     if not (path / ".zmetadata").exists():
         msg = f"{path} is not a complete sdofm data set (run `sdofm build` to make one)"
         raise SdofmError(msg)
-    return xr.open_zarr(path, consolidated=True)
+    store = open_checked(path)
+    ds = xr.open_zarr(store, consolidated=True)
+    if "images" in ds and "valid" in ds:
+        check_chunks(path, ds)
+        _watch_images(store, _image_index(ds))
+    return ds
+
+
+def _image_index(ds: xr.Dataset) -> dict[str, Any]:
+    """What a `CheckedStore` needs to check ``images``: row times, valid rows, manifest sizes."""
+    sizes = ds["chunk_bytes"].values if "chunk_bytes" in ds else None
+    return {
+        "labels": np.datetime_as_string(ds["time"].values, unit="s"),
+        "required": ds["valid"].values,
+        "sizes": sizes,
+    }
+
+
+def _watch_images(store: CheckedStore, index: dict[str, Any]) -> zarr.Array:
+    """The ``images`` array of ``store``, read through zarr with its chunks checked."""
+    array = zarr.open_array(store=store, path="images", mode="r")
+    store.watch(array, index["labels"], required=index["required"], sizes=index["sizes"])
+    return array
 
 
 class Normaliser:
@@ -141,45 +168,6 @@ def _store_rsun_px(ds: xr.Dataset) -> float | None:
     return None
 
 
-class _ChunkReader:
-    """Reads row ``r`` of a local (1, C, H, W)-chunked Zarr v2 array as one file + one decode."""
-
-    def __init__(self, array_dir: Path):
-        meta = json.loads((array_dir / ".zarray").read_text())
-        shape, chunks = meta["shape"], meta["chunks"]
-        comp = meta.get("compressor")
-        ok = (
-            meta.get("zarr_format") == 2
-            and len(shape) == 4
-            and chunks == [1, *shape[1:]]
-            and np.dtype(meta["dtype"]) == np.dtype("<f4")
-            and meta.get("order", "C") == "C"
-            and not meta.get("filters")
-            and (comp is None or comp.get("id") == "blosc")
-        )
-        if not ok:
-            raise ValueError(f"{array_dir}: not a one-sample-per-chunk float32 array")
-        self.dir, self.shape = array_dir, tuple(shape[1:])
-        self.sep = meta.get("dimension_separator", ".")
-        self.codec = numcodecs.get_codec(comp) if comp else None
-        fill = meta.get("fill_value")
-        self.fill = np.float32(np.nan if fill in (None, "NaN") else fill)
-
-    def read(self, row: int, out: np.ndarray) -> np.ndarray:
-        """Decode row ``row`` into ``out`` (float32, shape (C, H, W))."""
-        name = self.sep.join([str(row), "0", "0", "0"])
-        try:
-            raw = (self.dir / name).read_bytes()
-        except FileNotFoundError:  # never written: the fill value
-            out.fill(self.fill)
-            return out
-        if self.codec is None:
-            out.reshape(-1)[:] = np.frombuffer(raw, "<f4")
-        else:
-            self.codec.decode(raw, out=out)
-        return out
-
-
 class SDOImages(Dataset):
     """Normalised images of the given rows; one Zarr chunk read per sample.
 
@@ -209,8 +197,8 @@ class SDOImages(Dataset):
         self.mask: np.ndarray | None = None
         if mask_off_disk:
             self.mask = disk_mask(self.shape[1], _store_rsun_px(ds)).astype(np.float32)
-        self._reader: Any = None  # _ChunkReader or zarr.Array, opened in the worker
-        self._buf: np.ndarray | None = None
+        self._index = _image_index(ds)
+        self._array: zarr.Array | None = None  # opened in the worker
 
     @classmethod
     def split(
@@ -226,27 +214,25 @@ class SDOImages(Dataset):
         return cls(path, rows, channels, **options)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_reader"], state["_buf"] = None, None  # each worker opens its own
-        return state
+        return self.__dict__ | {"_array": None}  # each worker opens its own
 
-    def _open(self) -> Any:
+    def read_into(self, row: int, out: np.ndarray) -> np.ndarray:
+        """Decode the chunk of ``row`` (all channels) into ``out`` (float32 (C, H, W)) through
+        zarr; a missing, truncated or undecodable chunk is an `SdofmError` naming it."""
+        if self._array is None:
+            self._array = _watch_images(open_checked(self.path), self._index)
         try:
-            self._reader = _ChunkReader(Path(self.path) / "images")
-        except (OSError, ValueError, KeyError):  # not a plain local v2 store: go through zarr
-            self._reader = zarr.open_array(Path(self.path) / "images", mode="r")
-        return self._reader
+            self._array.get_basic_selection(row, out=NDBuffer.from_numpy_array(out))
+        except (RuntimeError, ValueError) as err:  # the codec's own error: corrupt payload
+            store = self._array.store
+            msg = f"{store.describe('images', row)} cannot be decoded: {err}"
+            raise ChunkError(msg) from err
+        return out
 
     def read_raw(self, row: int) -> np.ndarray:
         """Physical (C_selected, H, W) float32 values of one row, in a fresh array."""
-        reader = self._reader or self._open()
-        if isinstance(reader, _ChunkReader):
-            if self.all_channels:
-                return reader.read(row, np.empty(self.shape, np.float32))
-            if self._buf is None:
-                self._buf = np.empty(self.shape, np.float32)
-            return reader.read(row, self._buf)[self.norm.index]
-        return np.asarray(reader[row], np.float32)[self.norm.index]
+        x = self.read_into(row, np.empty(self.shape, np.float32))
+        return x if self.all_channels else x[self.norm.index]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -275,11 +261,9 @@ class SDOImages(Dataset):
         else:  # numpy asks for huge pages: a fresh batch faults in far faster than torch.empty
             x = torch.from_numpy(np.empty(shape, np.float32))
         out = x.numpy()
-        reader = self._reader or self._open()
-        direct = isinstance(reader, _ChunkReader) and self.all_channels
         for k, row in enumerate(rows):
-            if direct:
-                reader.read(row, out[k])
+            if self.all_channels:
+                self.read_into(row, out[k])
             else:
                 out[k] = self.read_raw(row)
         if self.normalise:
