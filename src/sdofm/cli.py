@@ -226,6 +226,12 @@ def _merge(args, params):
     return merge_partitions(args.parts, args.out, params)
 
 
+def _verify(args, params):
+    from sdofm.dataset.integrity import verify_dataset
+
+    return verify_dataset(args.dataset)
+
+
 def _pretrain(args, params):
     import os
 
@@ -388,6 +394,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)
     p.add_argument("parts", nargs="+", help="partition stores written by `sdofm build --period`")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
+    p = add("verify", "check every image chunk of an ML-ready store", _verify, settings=False)
+    p.add_argument("dataset", help="the ML-ready store (.zarr)")
     p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain)
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", required=True, help="checkpoint path (.ckpt)")
@@ -462,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
-        elif args.command in ("ingest", "similar", "map", "surya-export", "surya-import"):
+        elif args.command in ("ingest", "similar", "map", "surya-export", "surya-import", "verify"):
             params = {}
         else:
             params = _params(args)
