@@ -330,8 +330,8 @@ def build_partition(
         min((first + data.get("partition_months", 1)).start_time, pd.Timestamp(data["end"])),
     )
     # AIA/HMI from ``frames_dir`` when given (FITS ingested for this month), EVE from the pull.
+    ranges = check_ranges(data, [*data["aia_channels"], *data["hmi_components"]])
     al = align(Path(frames_dir or sdoml_dir), data, grid[rows], window)
-    ranges = check_ranges(data, al.channels)
     valid = (al.pos >= 0).all(axis=1)
     with write_errors(out), atomic_output(out) as tmp:
         valid, n, s1, s2, manifest = _write_images(
