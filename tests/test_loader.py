@@ -46,14 +46,17 @@ def test_nan_becomes_zero(dataset, tmp_path):
     x = np.asarray(images[row])
     x[0, :4, :4], x[-1, 5, 5] = np.nan, np.inf
     images[row] = x
+    chunk = copy / "images" / f"{row}.0.0.0"
+    zarr.open_array(copy / "chunk_bytes", mode="r+")[row] = chunk.stat().st_size  # the manifest
     data = SDOImages(copy, np.array([row]))
     out = data[0][0].numpy()
     assert np.isfinite(out).all()
     assert (out[0, :4, :4] == 0).all() and out[-1, 5, 5] == 0
     np.testing.assert_allclose(out, _expected(copy, row), rtol=1e-5, atol=1e-5)
     unwritten = SDOImages(copy, np.array([row]))
-    (copy / "images" / f"{row}.0.0.0").unlink()  # a missing chunk is the NaN fill value
-    assert (unwritten[0][0].numpy() == 0).all()
+    chunk.unlink()  # a missing chunk of a valid row is an error, never a blank (NaN) frame
+    with pytest.raises(SdofmError, match=f"chunk images/{row}.0.0.0 .* is missing"):
+        unwritten[0]
 
 
 def test_split_rows_are_valid_rows_of_split(dataset):

@@ -274,7 +274,8 @@ def align(
         for name, frames in index_frames(store, list(names)).items():
             keep = usable_frames(grid, frames, tol, al.qc, window)
             pos = match_times(grid, frames.times[keep], tol)
-            pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
+            if len(keep):  # positions among the usable frames -> among all frames
+                pos = np.where(pos >= 0, keep[np.clip(pos, 0, None)], -1)
             al.channels.append(name)
             al.stores.append(store)
             al.frames.append(frames)
