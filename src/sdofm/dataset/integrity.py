@@ -36,6 +36,7 @@ __all__ = [
     "chunk_name",
     "file_manifest",
     "open_checked",
+    "time_labels",
     "verify_dataset",
     "write_errors",
 ]
@@ -46,6 +47,13 @@ _BLOSC_HEADER = 16
 
 class ChunkError(SdofmError):
     """A chunk that is missing, truncated or undecodable."""
+
+
+def time_labels(times: np.ndarray) -> np.ndarray:
+    """Row labels for messages: ISO times to the second (other coordinates as they are)."""
+    if np.issubdtype(times.dtype, np.datetime64):
+        return np.datetime_as_string(times, unit="s")
+    return times.astype(str)
 
 
 @dataclass
@@ -220,7 +228,7 @@ def check_chunks(path: Path, ds: xr.Dataset, *, crc: bool = False) -> int:
     if bad:
         row, name, why = bad[0]
         more = f" ({len(bad)} valid rows have a bad chunk)" if len(bad) > 1 else ""
-        time = np.datetime_as_string(ds["time"].values[row], unit="s")
+        time = time_labels(ds["time"].values[row : row + 1])[0]
         msg = f"{path}: chunk images/{name} (time {time}) {why}{more}: rebuild the data set"
         raise ChunkError(msg)
     return len(rows)
@@ -241,7 +249,7 @@ def verify_dataset(path: str | Path) -> dict[str, Any]:
         try:
             np.asarray(images[int(row)].values)
         except (RuntimeError, ValueError) as err:  # a codec's error: the payload is corrupt
-            time = np.datetime_as_string(ds["time"].values[row], unit="s")
+            time = time_labels(ds["time"].values[row : row + 1])[0]
             msg = f"{path}: chunk images/{row}.* (time {time}) cannot be decoded: {err}"
             raise ChunkError(msg) from err
     return {"dataset": str(path), "chunks": n, "manifest": "chunk_crc32" in ds}

@@ -23,7 +23,13 @@ from zarr.core.buffer.cpu import NDBuffer
 
 from sdofm import SdofmError
 from sdofm.dataset.build import apply_transform
-from sdofm.dataset.integrity import CheckedStore, ChunkError, check_chunks, open_checked
+from sdofm.dataset.integrity import (
+    CheckedStore,
+    ChunkError,
+    check_chunks,
+    open_checked,
+    time_labels,
+)
 
 __all__ = [
     "Normaliser",
@@ -62,7 +68,7 @@ def _image_index(ds: xr.Dataset) -> dict[str, Any]:
     """What a `CheckedStore` needs to check ``images``: row times, valid rows, manifest sizes."""
     sizes = ds["chunk_bytes"].values if "chunk_bytes" in ds else None
     return {
-        "labels": np.datetime_as_string(ds["time"].values, unit="s"),
+        "labels": time_labels(ds["time"].values),
         "required": ds["valid"].values,
         "sizes": sizes,
     }
