@@ -176,16 +176,39 @@ def test_full_disk_in_build_ends_with_one_line_naming_the_path(
     assert not out.exists() and not list(tmp_path.glob("part.partial*"))
 
 
-def test_full_disk_in_merge_ends_with_one_line_naming_the_path(
-    pulled, tiny_config, tmp_path, monkeypatch, capsys
-):
-    parts = []
+@pytest.fixture(scope="module")
+def parts(pulled, tiny_config, tmp_path_factory) -> list[str]:
+    """The three monthly partitions of the tiny build, through the CLI."""
+    root = tmp_path_factory.mktemp("parts")
+    out = []
     for period in ("2011-01", "2011-02", "2011-03"):
-        parts.append(str(tmp_path / f"{period}.zarr"))
-        args = ["build", "--sdoml", str(pulled), "--out", parts[-1], "--period", period]
+        out.append(str(root / f"{period}.zarr"))
+        args = ["build", "--sdoml", str(pulled), "--out", out[-1], "--period", period]
         assert main([*args, "--params", _params(tiny_config)]) == 0
+    return out
+
+
+def test_full_disk_in_merge_ends_with_one_line_naming_the_path(
+    parts, tiny_config, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "dataset.zarr"
     _full_disk(monkeypatch, after=2)
     assert main(["merge", *parts, "--out", str(out), "--params", _params(tiny_config)]) == 1
     assert f"cannot write {out}: No space left on device" in _last_line(capsys)
     assert not out.exists() and not list(tmp_path.glob("dataset.partial*"))
+
+
+def test_merge_refuses_a_partition_missing_a_valid_rows_chunk(parts, tiny_config, tmp_path, capsys):
+    """Was skipped silently (the merged row read as NaN, then 0): now one line at the merge."""
+    damaged = tmp_path / "2011-02.zarr"
+    shutil.copytree(parts[1], damaged)
+    ds = xr.open_zarr(damaged, consolidated=True)
+    row = int(np.flatnonzero(ds.valid.values)[5])
+    time = np.datetime_as_string(ds.time.values[row], unit="s")
+    (damaged / "images" / f"{row}.0.0.0").unlink()
+    out = tmp_path / "dataset.zarr"
+    both = [parts[0], str(damaged), parts[2]]
+    assert main(["merge", *both, "--out", str(out), "--params", _params(tiny_config)]) == 1
+    line = _last_line(capsys)
+    assert f"{damaged}/images/{row}.0.0.0 (time {time}, a valid row) is missing" in line
+    assert not out.exists()

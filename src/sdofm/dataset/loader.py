@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numcodecs.blosc
 import numpy as np
 import torch
 import xarray as xr
@@ -226,6 +227,9 @@ class SDOImages(Dataset):
         """Decode the chunk of ``row`` (all channels) into ``out`` (float32 (C, H, W)) through
         zarr; a missing, truncated or undecodable chunk is an `SdofmError` naming it."""
         if self._array is None:
+            # zarr decodes in its worker threads, where numcodecs keeps Blosc single-threaded
+            # unless told otherwise: let it use its threads, as a decode in this thread would.
+            numcodecs.blosc.use_threads = True
             self._array = _watch_images(open_checked(self.path), self._index)
         try:
             self._array.get_basic_selection(row, out=NDBuffer.from_numpy_array(out))
