@@ -200,15 +200,17 @@ def test_full_disk_in_merge_ends_with_one_line_naming_the_path(
 
 def test_merge_refuses_a_partition_missing_a_valid_rows_chunk(parts, tiny_config, tmp_path, capsys):
     """Was skipped silently (the merged row read as NaN, then 0): now one line at the merge."""
-    damaged = tmp_path / "2011-02.zarr"
-    shutil.copytree(parts[1], damaged)
+    copies = [tmp_path / os.path.basename(p) for p in parts]  # the merge orders by path
+    for src, dst in zip(parts, copies, strict=True):
+        shutil.copytree(src, dst)
+    damaged = copies[1]
     ds = xr.open_zarr(damaged, consolidated=True)
     row = int(np.flatnonzero(ds.valid.values)[5])
     time = np.datetime_as_string(ds.time.values[row], unit="s")
     (damaged / "images" / f"{row}.0.0.0").unlink()
     out = tmp_path / "dataset.zarr"
-    both = [parts[0], str(damaged), parts[2]]
-    assert main(["merge", *both, "--out", str(out), "--params", _params(tiny_config)]) == 1
+    args = ["merge", *map(str, copies), "--out", str(out)]
+    assert main([*args, "--params", _params(tiny_config)]) == 1
     line = _last_line(capsys)
     assert f"{damaged}/images/{row}.0.0.0 (time {time}, a valid row) is missing" in line
     assert not out.exists()
