@@ -214,3 +214,16 @@ def test_merge_refuses_a_partition_missing_a_valid_rows_chunk(parts, tiny_config
     line = _last_line(capsys)
     assert f"{damaged}/images/{row}.0.0.0 (time {time}, a valid row) is missing" in line
     assert not out.exists()
+
+
+def test_embed_stops_on_a_missing_chunk_before_any_compute(copy, checkpoint, tiny_config, capsys):
+    """The embed job of a finished run whose store lost a chunk: one line, no output."""
+    path, row, time = copy
+    (path / "images" / f"{row}.0.0.0").unlink()
+    out = path.with_name("emb.zarr")
+    params = json.dumps(tiny_config["embed"])
+    args = ["embed", "--dataset", str(path), "--checkpoint", str(checkpoint), "--out", str(out)]
+    assert main([*args, "--params", params]) == 1
+    line = _last_line(capsys)
+    assert line.startswith("sdofm embed: error:") and f"images/{row}.0.0.0 (time {time})" in line
+    assert not out.exists()
