@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sdofm.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
 
 
 def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
@@ -26,6 +28,25 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), *args]
     return cmd, env
+
+
+def snakemake(
+    workdir: Path, *args: str, configfile: Path = TINY, **run
+) -> subprocess.CompletedProcess:
+    """Run the workflow on ``configfile`` (the tiny config) in ``workdir`` with 2 cores."""
+    cmd, env = snakemake_command(
+        workdir, "-s", str(SNAKEFILE), "--configfile", str(configfile), "--cores", "2", *args
+    )
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, **run)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """The whole workflow (`all`) run once on the tiny config; tests must leave it as it is."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    run = snakemake(workdir, "all")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
 
 
 def _merge(base: dict, over: dict) -> dict:

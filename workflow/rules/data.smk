@@ -13,7 +13,7 @@ rule simulate_sun:
     params:
         settings=as_arg("synthetic"),
     shell:
-        "sdofm simulate --params {params.settings} --out {output} > {log} 2>&1"
+        "sdofm simulate --params {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule pull_sdoml:
@@ -35,9 +35,9 @@ rule pull_sdoml:
     shell:
         # One job per month (what that month's build reads). The synthetic mirror is this
         # rule's input; a real source is the URL in the config.
-        "sdofm pull --params {params.settings} --period {wildcards.period} --out {output}"
-        + (" --source {input}" if SYNTHETIC else "")
-        + " > {log} 2>&1"
+        "sdofm pull --params {params.settings} --period {wildcards.period} --out {output:q}"
+        + (" --source {input:q}" if SYNTHETIC else "")
+        + " > {log:q} 2>&1"
 
 
 rule ingest_fits:
@@ -61,7 +61,7 @@ rule ingest_fits:
     shell:
         # level-1 FITS of one month (sources.fits) into aia.zarr and hmi.zarr (Blos)
         "sdofm ingest-period --params {params.settings} --period {wildcards.period}"
-        " --out {output} {params.files} > {log} 2>&1"
+        " --out {output:q} {params.files} > {log:q} 2>&1"
 
 
 rule build_partition:
@@ -82,9 +82,9 @@ rule build_partition:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input.sdoml} --period {wildcards.period}"
-        + (" --frames {input.frames}" if FITS else "")
-        + " --out {output} > {log} 2>&1"
+        "sdofm build --params {params.settings} --sdoml {input.sdoml:q} --period {wildcards.period}"
+        + (" --frames {input.frames:q}" if FITS else "")
+        + " --out {output:q} > {log:q} 2>&1"
 
 
 rule build_dataset:
@@ -105,7 +105,7 @@ rule build_dataset:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"
+        "sdofm merge --params {params.settings} --out {output.store:q} {input:q} > {log:q} 2>&1"
 
 
 rule fetch_events:
@@ -124,7 +124,7 @@ rule fetch_events:
         settings=as_arg("data"),
     shell:
         # flares from HEK, F10.7 from LISIRD: online sources named in sources.events
-        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output} > {log} 2>&1"
+        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule collect_events:
@@ -146,4 +146,4 @@ rule collect_events:
         settings=as_arg("sources", "data"),
         files=event_args,
     shell:
-        "sdofm events --params {params.settings} --out {output} {params.files} > {log} 2>&1"
+        "sdofm events --params {params.settings} --out {output:q} {params.files} > {log:q} 2>&1"
