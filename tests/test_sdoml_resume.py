@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 from sdofm import SdofmError
-from sdofm.sources import sdoml
+from sdofm.sources import sdoml_copy
 from sdofm.sources.sdoml import pull_store
 
 CHUNK = re.compile(r"/\d+\.\d+\.\d+$")  # a chunk of a 3-D frame array
@@ -56,8 +56,8 @@ def server(synthetic_mirror):
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(sdoml, "BACKOFF_SECONDS", 0.01)
-    monkeypatch.setattr(sdoml, "RETRIES", 3)
+    monkeypatch.setattr(sdoml_copy, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(sdoml_copy, "RETRIES", 3)
 
 
 def _pull(url, out, tiny_config):
