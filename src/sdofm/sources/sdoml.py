@@ -20,7 +20,6 @@ from sdofm.sources.sdoml_copy import Progress, copy_frames, with_retries, writin
 from sdofm.sources.sdoml_layout import (
     COMPRESSOR,
     EVE_GROUP,
-    FRAME_CHUNK,
     create_eve_arrays,
     format_eve_times,
 )
