@@ -404,25 +404,18 @@ def test_pull_rule_resumes_and_leaks_no_secret(guarded, synthetic_mirror, tiny_c
     work = tmp_path / "run"
     target = "results/data/sdoml/2011-01"
     cmd, env = snakemake_command(
-        work,
-        "-s",
-        str(ROOT / "workflow" / "Snakefile"),
-        "--cores",
-        "1",
-        "--printshellcmds",
-        target,
-        "--configfile",
-        str(tmp_path / "config.yaml"),
+        work, "-s", str(ROOT / "workflow" / "Snakefile"), "--cores", "1", "--printshellcmds"
     )
+    config = ["--configfile", str(tmp_path / "config.yaml")]  # last: it takes what follows
     auth = {"client_kwargs": {"headers": {"Authorization": f"Basic {TOKEN}"}}}
     env = {**env, "FSSPEC_HTTP": json.dumps(auth), "PYTHONPATH": str(ROOT / "src")}
 
-    def snakemake(*extra):
+    def snakemake(*args):
         stop, seen = threading.Event(), []
         watcher = threading.Thread(target=_watch_cmdlines, args=(stop, seen))
         watcher.start()
         try:
-            done = subprocess.run([*cmd, *extra], env=env, capture_output=True, text=True)
+            done = subprocess.run([*cmd, *args, *config], env=env, capture_output=True, text=True)
         finally:
             stop.set()
             watcher.join()
@@ -433,12 +426,12 @@ def test_pull_rule_resumes_and_leaks_no_secret(guarded, synthetic_mirror, tiny_c
     url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/"
     assert main(_pull_args(tiny_config, tmp_path / "ref", sdoml=url)) == 0
     total, handler.chunks, handler.fail_after = handler.chunks, 0, 40
-    (first, seen), partial = snakemake(), work / f"{target}.partial"
+    (first, seen), partial = snakemake(target), work / f"{target}.partial"
     assert first.returncode != 0 and handler.refused == 0, first.stderr[-3000:]
     assert any("sdofm pull --params" in c for c in seen)  # the watcher saw the job run
     assert not (work / target).exists() and partial.is_dir()
     handler.chunks, handler.fail_after = 0, None
-    second, _ = snakemake()
+    second, _ = snakemake(target)
     assert second.returncode == 0, second.stderr[-3000:]
     assert 0 < handler.chunks <= total - 40 + 3  # what the outage cut off (+ a cut block)
     assert not partial.exists() and handler.refused == 0
