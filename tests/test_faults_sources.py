@@ -9,14 +9,11 @@ from __future__ import annotations
 import base64
 import copy
 import errno
-import functools
 import json
 import os
-import re
 import subprocess
 import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +29,12 @@ from sdofm.dataset.build import match_times, partitions, pull_windows
 from sdofm.sources.credentials import redact_url
 from sdofm.sources.sdoml import frame_times, pull_store
 from tests.conftest import ROOT, snakemake_command
+from tests.test_sdoml_resume import CHUNK, _Flaky, serving
 
 T = pd.Timestamp
 SECRET = "pl4nted-S3cret-7f3a9"  # the password a test plants; nothing written may hold it
 USER = "heliophysicist"
 TOKEN = base64.b64encode(f"{USER}:{SECRET}".encode()).decode()
-CHUNK = re.compile(r"/\d+\.\d+\.\d+$")  # a chunk of a 3-D frame array
 IMAGE_STORES = {"aia": "sdomlv2_small.zarr", "hmi": "sdomlv2_hmi.zarr"}
 
 
@@ -45,46 +42,25 @@ IMAGE_STORES = {"aia": "sdomlv2_small.zarr", "hmi": "sdomlv2_hmi.zarr"}
 # A mirror behind basic auth that can go down
 
 
-class _Guarded(SimpleHTTPRequestHandler):
-    """Serves files to requests with the planted basic-auth token; chunk requests after the
-    ``fail_after``-th fail with 503 (an outage) until it is reset."""
+class _Guarded(_Flaky):
+    """The flaky mirror (chunk requests after the ``fail_after``-th fail with 503, an outage)
+    behind basic auth: only requests with the planted token are served."""
 
-    fail_after: int | None = None
-    chunks = 0
     refused = 0
-    lock = threading.Lock()
 
     def do_GET(self):
-        cls = type(self)
         if self.headers.get("Authorization") != f"Basic {TOKEN}":
-            with cls.lock:
-                cls.refused += 1
+            with type(self).lock:
+                type(self).refused += 1
             self.send_error(401, "who are you")
             return
-        if CHUNK.search(self.path):
-            with cls.lock:
-                cls.chunks += 1
-                down = cls.fail_after is not None and cls.chunks > cls.fail_after
-            if down:
-                self.send_error(503, "outage")
-                return
         super().do_GET()
-
-    def log_message(self, format, *args):  # noqa: A002 (the base class's signature)
-        pass
 
 
 @pytest.fixture
 def guarded(synthetic_mirror):
-    handler = type("Handler", (_Guarded,), {"lock": threading.Lock()})
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(synthetic_mirror))
-    )
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield handler, httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Guarded, synthetic_mirror) as served:
+        yield served
 
 
 def _files_holding(root: Path, *needles: str) -> list[str]:
@@ -147,7 +123,7 @@ def test_credentials_in_a_url_are_used_but_never_written(guarded, tmp_path):
     assert source == f"http://***@127.0.0.1:{port}/{IMAGE_STORES['aia']}"
     # An outage after the first block of a longer pull: the error and the partial kept for the
     # re-run hold no password either.
-    handler.fail_after = handler.chunks + 4  # the first block: 60 frames, 4 chunks
+    handler.fail_after = handler.chunk_requests + 4  # the first block: 60 frames, 4 chunks
     with pytest.raises(SdofmError) as err:
         pull_store(
             url,
@@ -307,14 +283,14 @@ def test_an_interrupted_period_pull_resumes_where_it_stopped(guarded, tiny_confi
     handler, port = guarded
     url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/"
     assert main(_pull_args(tiny_config, tmp_path / "ref", sdoml=url)) == 0
-    total = handler.chunks
-    handler.chunks, handler.fail_after = 0, total // 2
+    total = handler.chunk_requests
+    handler.chunk_requests, handler.fail_after = 0, total // 2
     out = tmp_path / "2011-01"
     assert main(_pull_args(tiny_config, out, sdoml=url)) == 1
     assert not out.exists() and (tmp_path / "2011-01.partial").is_dir()
-    handler.chunks, handler.fail_after = 0, None
+    handler.chunk_requests, handler.fail_after = 0, None
     assert main(_pull_args(tiny_config, out, sdoml=url)) == 0
-    assert 0 < handler.chunks <= total - total // 2 + 4  # + the blocks cut mid-way
+    assert 0 < handler.chunk_requests <= total - total // 2 + 3  # + a block cut mid-way
     assert not (tmp_path / "2011-01.partial").exists()
     for kind in ("aia", "hmi", "eve"):
         ref = zarr.open_group(tmp_path / "ref" / f"{kind}.zarr", mode="r")
@@ -425,15 +401,15 @@ def test_pull_rule_resumes_and_leaks_no_secret(guarded, synthetic_mirror, tiny_c
     # A clean pull of the same month, to count the chunk requests a whole pull takes.
     url = f"http://{USER}:{SECRET}@127.0.0.1:{port}/"
     assert main(_pull_args(tiny_config, tmp_path / "ref", sdoml=url)) == 0
-    total, handler.chunks, handler.fail_after = handler.chunks, 0, 40
+    total, handler.chunk_requests, handler.fail_after = handler.chunk_requests, 0, 40
     (first, seen), partial = snakemake(target), work / f"{target}.partial"
     assert first.returncode != 0 and handler.refused == 0, first.stderr[-3000:]
     assert any("sdofm pull --params" in c for c in seen)  # the watcher saw the job run
     assert not (work / target).exists() and partial.is_dir()
-    handler.chunks, handler.fail_after = 0, None
+    handler.chunk_requests, handler.fail_after = 0, None
     second, _ = snakemake(target)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert 0 < handler.chunks <= total - 40 + 3  # what the outage cut off (+ a cut block)
+    assert 0 < handler.chunk_requests <= total - 40 + 3  # what the outage cut off (+ a cut block)
     assert not partial.exists() and handler.refused == 0
     for kind in ("aia", "hmi"):
         ref = zarr.open_group(tmp_path / "ref" / f"{kind}.zarr", mode="r")["2011"]

@@ -23,6 +23,7 @@ from sdofm.sources.goes import (
     read_goes_xrs,
     write_goes_csv,
 )
+from sdofm.sources.credentials import redact_url
 from sdofm.sources.sdoml import EVE_GROUP, eve_times, open_store
 
 __all__ = [
@@ -58,8 +59,8 @@ def read_eve(
     Returns one column per line (all lines when ``lines`` is None) indexed by observation time
     (UTC, naive), limited to [start, end). Negative values (the store's fill, -1) become NaN.
     """
-    url = str(url_or_path)
-    store = open_store(url, storage_options)
+    store = open_store(str(url_or_path), storage_options)
+    url = redact_url(str(url_or_path))  # what messages name: no user or password
     if EVE_GROUP not in store:
         msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
         raise SdofmError(msg)
