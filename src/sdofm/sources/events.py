@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sdofm import SdofmError
+from sdofm.sources.credentials import redact_url
 from sdofm.sources.f107 import read_f107
 from sdofm.sources.flarelists import FLARE_COLUMNS, flare_labels, read_flare_list
 from sdofm.sources.goes import (
@@ -23,7 +24,6 @@ from sdofm.sources.goes import (
     read_goes_xrs,
     write_goes_csv,
 )
-from sdofm.sources.credentials import redact_url
 from sdofm.sources.sdoml import EVE_GROUP, eve_times, open_store
 
 __all__ = [
