@@ -241,8 +241,8 @@ def _pull_eve(src, url, dst, span, names, retries) -> dict[str, int]:
 
 
 def _plan(src, url, span, names, retries) -> list[tuple]:
-    """(year, name, array, selection) of every array to copy, selected across year groups (the
-    frame nearest a step at New Year may sit in either year's group)."""
+    """(year, name, array, selection, per-frame attrs) of every array to copy, selected across
+    year groups (the frame nearest a step at New Year may sit in either year's group)."""
     start, end, cadence, tolerance, window = span
     margin = 2 * tolerance if cadence is not None else pd.Timedelta(0)
     lo, hi = window or (start, end)
