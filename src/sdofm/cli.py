@@ -69,9 +69,12 @@ def _simulate(args, params):
 
 
 def _pull(args, params):
+    import shutil
+
     import pandas as pd
 
     from sdofm.io import atomic_output
+    from sdofm.sources.credentials import check_storage_options
     from sdofm.sources.sdoml import pull_store, store_url
 
     src, data = params["sources"], params["data"]
@@ -81,32 +84,31 @@ def _pull(args, params):
         raise SdofmError(msg)
     start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
     opts = src.get("storage_options") or {}
+    check_storage_options(opts)
     windows = {}
     if args.period:  # one month's share of the pull, for that month's build
         from sdofm.dataset.build import pull_windows
 
         windows = pull_windows(data, args.period)
+    cadence = pd.Timedelta(minutes=data["cadence_minutes"])
+    tolerance = pd.Timedelta(minutes=data["tolerance_minutes"])
     stores = [
-        (
-            "aia",
-            src["aia_store"],
-            data["aia_channels"],
-            pd.Timedelta(minutes=data["cadence_minutes"]),
-        ),
-        (
-            "hmi",
-            src["hmi_store"],
-            data["hmi_components"],
-            pd.Timedelta(minutes=data["cadence_minutes"]),
-        ),
+        ("aia", src["aia_store"], data["aia_channels"], cadence),
+        ("hmi", src["hmi_store"], data["hmi_components"], cadence),
         ("eve", src["eve_store"], data["eve_lines"], None),
     ]
     if src.get("fits") is not None:  # AIA/HMI come from level-1 FITS (ingest-period): EVE only
         stores = stores[2:]
     counts = {}
-    with atomic_output(args.out) as tmp:
-        tmp.mkdir()
-        for kind, name, names, cadence in stores:
+    # Resumable: after an outage the re-run keeps the stores already pulled and each store's
+    # copied blocks (they live beside the declared output, which Snakemake deletes on failure).
+    with atomic_output(args.out, resumable=True) as tmp:
+        tmp.mkdir(exist_ok=True)
+        kinds = {kind for kind, *_ in stores}
+        for stale in tmp.iterdir():  # stores of an earlier request this one no longer pulls
+            if stale.name.split(".")[0] not in kinds:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        for kind, name, names, step in stores:
             counts[kind] = pull_store(
                 store_url(root, name),
                 tmp / f"{kind}.zarr",
@@ -114,9 +116,11 @@ def _pull(args, params):
                 start=start,
                 end=end,
                 names=names,
-                cadence=cadence,
+                cadence=step,
+                tolerance=tolerance if step is not None else None,
                 storage_options=opts,
                 window=windows.get("eve" if kind == "eve" else "images"),
+                retries=src.get("retries"),
             )
     return counts
 

@@ -98,8 +98,11 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
 
     Raises `SdofmError` with a one-line message that names the offending key.
     """
+    from sdofm.sources.credentials import check_sources
+
     _validate(config, yaml.safe_load(Path(schema_path).read_text()))
     _check_ranges(config)
+    check_sources(config.get("sources", {}))  # credentials belong in the environment
     return config
 
 

@@ -54,11 +54,19 @@ wildcard_constraints:
     kind="flares|f107",
 
 
-def as_arg(*sections):
-    """Config blocks as one shell-quoted JSON argument for `sdofm ... --params`."""
-    blocks = (
-        {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
-    )
+# How the SDOML v2 stores are reached: only the pull reads these.
+SOURCE_ACCESS = ("sources.storage_options", "sources.retries")
+
+
+def as_arg(*sections, omit=()):
+    """Config blocks as one shell-quoted JSON argument for `sdofm ... --params`, without the
+    keys in `omit` ("sources.storage_options"): what a rule's command does not read (the
+    config holds no credentials: validation refuses them)."""
+    blocks = {s: dict(config[s]) for s in sections}
+    for key in omit:
+        section, name = key.split(".")
+        blocks[section].pop(name, None)
+    blocks = blocks if len(sections) > 1 else blocks[sections[0]]
     return shlex.quote(json.dumps(blocks, sort_keys=True))
 
 

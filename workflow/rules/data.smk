@@ -56,7 +56,7 @@ rule ingest_fits:
         mem_mb=4000,
         runtime=runtime_for(240),
     params:
-        settings=as_arg("sources", "data"),
+        settings=as_arg("sources", "data", omit=SOURCE_ACCESS),
         files=fits_args,
     shell:
         # level-1 FITS of one month (sources.fits) into aia.zarr and hmi.zarr (Blos)
@@ -143,7 +143,7 @@ rule collect_events:
         mem_mb=2000,
         runtime=runtime_for(10),
     params:
-        settings=as_arg("sources", "data"),
+        settings=as_arg("sources", "data", omit=SOURCE_ACCESS),
         files=event_args,
     shell:
         "sdofm events --params {params.settings} --out {output:q} {params.files} > {log:q} 2>&1"
