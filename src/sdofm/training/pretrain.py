@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -21,6 +22,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -28,8 +30,11 @@ from sdofm import SdofmError
 from sdofm.dataset.loader import open_dataset
 from sdofm.dataset.splits import split_intervals
 from sdofm.models import backbone_kwargs, build_backbone
+from sdofm.models.checkpoint import unsafe_checkpoint
 from sdofm.training.cluster import Requeue, cluster_layout
 from sdofm.training.datamodule import ResumableLoader, SDODataModule
+from sdofm.training.lock import run_lock
+from sdofm.training.resume import dataset_identity, resume_point, runtime
 
 __all__ = ["Pretrainer", "hardware", "pretrain"]
 
@@ -39,7 +44,9 @@ class Pretrainer(L.LightningModule):
 
     The backbone's ``forward(x)`` returns ``(loss, prediction, mask)``; validation draws its
     masks from a fixed generator, so validation losses are comparable across epochs and
-    validation never touches the training RNG.
+    validation never touches the training RNG. ``config`` (the resolved ``pretrain`` block),
+    ``dataset`` (its identity) and ``runtime`` (versions, device, threads) go into the
+    checkpoint's hyper-parameters, which a resume compares (`sdofm.training.resume`).
     """
 
     def __init__(
@@ -59,6 +66,9 @@ class Pretrainer(L.LightningModule):
         max_epochs: int,
         seed: int,
         kl_warmup_epochs: int = 0,
+        config: dict[str, Any] | None = None,
+        dataset: dict[str, Any] | None = None,
+        runtime: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.net = net
@@ -190,35 +200,6 @@ def hardware(params: dict[str, Any]) -> dict[str, Any]:
     return {"accelerator": "gpu" if on_gpu else "cpu", "precision": precision}
 
 
-def _resume_point(ckpt_dir: Path, hparams: dict[str, Any]) -> Path | None:
-    """The newest checkpoint in ``ckpt_dir`` written by this very configuration, if any.
-
-    Candidates are the rolling ``last.ckpt``/``step.ckpt`` and ``requeue.ckpt`` (written when
-    SLURM signals the time limit, see `sdofm.training.cluster.Requeue`). A checkpoint of other
-    settings stops the run: resuming it would be wrong and deleting it could lose days of
-    training.
-    """
-    newest_first = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for ckpt in newest_first:
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, OSError) as err:  # killed while writing it
-            print(f"ignoring {ckpt}: unreadable ({err})")
-            continue
-        theirs = dict(saved.get("hyper_parameters", {}))
-        if theirs == dict(hparams):
-            step = saved.get("global_step")
-            print(f"resuming from {ckpt} (epoch {saved.get('epoch')}, step {step})")
-            return ckpt
-        changed = sorted(k for k in set(theirs) | set(hparams) if theirs.get(k) != hparams.get(k))
-        msg = (
-            f"{ckpt} was written by another configuration (differs in: {', '.join(changed)}); "
-            f"restore those pretrain settings to resume it, or delete {ckpt_dir} to start over"
-        )
-        raise SdofmError(msg)
-    return None
-
-
 def _loggers(params: dict[str, Any], log_dir: Path) -> list:
     loggers = [CSVLogger(log_dir, name="", version="")]
     if "tensorboard" in params["loggers"]:
@@ -237,16 +218,24 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
 
     ``params`` is the ``pretrain`` config block. Beside ``out``: ``logs/metrics.csv``,
     ``loss_history.csv`` (per epoch), ``probe.csv``, ``loss_curve.png``,
-    ``reconstructions.png`` and ``summary.json``. Returns the summary.
+    ``reconstructions.png`` and ``summary.json``. Returns the summary. The directory is
+    locked for the whole run (`sdofm.training.lock`): a second run on it stops at once.
     """
+    out = Path(out)
+    with run_lock(out.parent):
+        return _train(dataset, out, params)
+
+
+def _train(dataset: str | Path, out: Path, params: dict[str, Any]) -> dict[str, Any]:
     from sdofm.training.callbacks import LinearProbe, ReconstructionMonitor, plot_loss_curve
     from sdofm.training.progress import LogProgress
 
-    out = Path(out)
     ds = open_dataset(dataset)
     channels = [str(c) for c in ds.channel.values]
     size = int(ds.sizes["y"])
     hw = hardware(params)
+    layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
+    world_size = layout["devices"] * layout["num_nodes"]
     L.seed_everything(params["seed"], workers=True)
     rsun = ds.attrs.get("rsun_px")
     kwargs = backbone_kwargs(
@@ -272,6 +261,9 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         max_epochs=params["max_epochs"],
         seed=params["seed"],
         kl_warmup_epochs=params["kl_warmup_epochs"] if hasattr(net, "beta") else 0,
+        config={**params, **hw},  # "auto" resolved: what this run really uses
+        dataset=dataset_identity(ds),
+        runtime=runtime(hw["accelerator"], world_size),
     )
     data = SDODataModule(
         dataset,
@@ -283,9 +275,10 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         seed=params["seed"],
     )
     log_dir, ckpt_dir = out.parent / "logs", out.parent / "checkpoints"
-    # A retried or requeued job resumes from the newest checkpoint of the same configuration.
-    resume = _resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
-    shutil.rmtree(log_dir, ignore_errors=True)
+    # A retried or requeued job resumes from the newest checkpoint of the same settings.
+    resume = resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
+    if rank_zero_only.rank == 0:  # rank 0 writes the logs; the others only train
+        shutil.rmtree(log_dir, ignore_errors=True)
     checkpoints = [
         # Rolling checkpoints: one rewritten every epoch, one every N optimiser steps.
         ModelCheckpoint(
@@ -306,7 +299,6 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     # Bars on a terminal; in a job log, a line every N steps (loss, samples/s, ETA).
     bar = [] if sys.stderr.isatty() else [LogProgress(params["progress_every_n_steps"])]
     requeue = Requeue(ckpt_dir / "requeue.ckpt")
-    layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
         **hw,
@@ -320,7 +312,10 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         use_distributed_sampler=False,  # the loader shards by (seed, epoch, rank) itself
         **layout,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    try:  # loads tensors and plain types only, like `resume_point` before it
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    except pickle.UnpicklingError as err:  # replaced since `resume_point` read it
+        raise unsafe_checkpoint(resume, err) from None
     # Every rank takes part in saving (it synchronises); rank 0 writes, then renames, so no
     # half-written checkpoint ever carries the output's name.
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
@@ -351,6 +346,9 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         "final_probe_r2": float(probe_table["probe_r2"].iloc[-1]) if len(probe_table) else None,
         "reconstruction_mse": monitor.errors,
         "requeues": requeue.history,  # SLURM signalled the time limit: checkpoint, requeue
+        # What the weights depend on beyond the config: the data and the numerics (the
+        # runtime of the last resumed part; a resume refuses other numerics).
+        "provenance": {"dataset": module.hparams.dataset, **module.hparams.runtime},
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
     partial.replace(out)  # last: the output exists only once everything beside it does
