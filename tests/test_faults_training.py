@@ -111,10 +111,13 @@ def test_pretraining_refuses_a_hostile_checkpoint_to_resume(hostile, dataset, ti
 
 def test_lightning_resume_loads_tensors_only(hostile, dataset, tiny_config, monkeypatch):
     """Lightning's own load of the resume checkpoint is ``weights_only=True`` too (a file
-    swapped after `resume_point` read it)."""
+    swapped after `resume_point` read it). Left unset, Lightning passes ``None`` and torch's
+    default decides, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (set here) turns off, as does a
+    remote ``ckpt_path``; only an explicit ``True`` holds."""
     import sdofm.training.pretrain as module
 
     ckpt, marker = hostile
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     monkeypatch.setattr(module, "resume_point", lambda *_: ckpt)
     out = ckpt.parent / "run" / "model.ckpt"
     (out.parent / "checkpoints").mkdir(parents=True)
@@ -265,7 +268,10 @@ def test_second_run_on_the_same_output_stops_at_once(dataset, tiny_config, tmp_p
         env=_env(),
     )
     lock = out.parent / "pretrain.lock"
-    _wait_for_holder(lock, first)
+    deadline = time.time() + 300  # until it trains (its logger made the logs folder)
+    while not (out.parent / "logs").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, first.communicate()[0]
     argv = ["pretrain", "--dataset", str(dataset), "--out", str(out), "--params", params]
     second = subprocess.run(
         [sys.executable, "-m", "sdofm.cli", *argv], capture_output=True, text=True, env=_env()
@@ -278,9 +284,9 @@ def test_second_run_on_the_same_output_stops_at_once(dataset, tiny_config, tmp_p
     assert line.startswith("sdofm pretrain: error:") and str(lock) in line, line
     assert f"pid {first.pid} on {socket.gethostname()}" in line, line
     assert first_still_training and first.returncode == 0, text
+    assert lock.read_text() == ""  # released
     metrics = pd.read_csv(out.parent / "logs" / "metrics.csv")
     assert metrics["train_loss_step"].notna().sum() == 6  # every step of the first run
-    assert lock.read_text() == ""  # released
 
 
 def test_lock_of_a_killed_run_does_not_block(tmp_path):
