@@ -75,10 +75,10 @@ def resume_params(tiny_config) -> dict:
 
 
 def checkpoint_weights(ckpt) -> dict:
-    """The state dict of a checkpoint file."""
+    """The state dict of a checkpoint file (tensors only: our checkpoints need nothing else)."""
     import torch
 
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.fixture(scope="session")

@@ -234,12 +234,14 @@ def _pretrain(args, params):
     import os
 
     from sdofm.training.layout import watch_requeue_signals
+    from sdofm.training.lock import run_lock
 
     if "SLURM_JOB_ID" in os.environ:
         watch_requeue_signals()  # before the slow imports: SLURM may warn during start-up
-    from sdofm.training.pretrain import pretrain
+    with run_lock(Path(args.out).parent):  # also before them: a second run stops at once
+        from sdofm.training.pretrain import pretrain
 
-    return pretrain(args.dataset, args.out, params)
+        return pretrain(args.dataset, args.out, params)
 
 
 def _embed(args, params):
