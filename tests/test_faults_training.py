@@ -304,3 +304,21 @@ def test_lock_of_a_killed_run_does_not_block(tmp_path):
     assert f"pid {holder.pid} " in lock.read_text()  # stale content, no lock
     with output_lock(tmp_path):
         assert f"pid {os.getpid()} " in lock.read_text()
+
+
+def test_a_requeue_onto_another_gpu_model_resumes_but_a_cpu_change_does_not():
+    """GPU runs compare the device type, not the model (not bit-reproducible anyway); on a
+    CPU every setting that enters the arithmetic counts."""
+    from sdofm.training.resume import differences
+
+    def record(accelerator, device, threads):
+        return {
+            "config": {"accelerator": accelerator, "batch_size": 16},
+            "runtime": {"device": device, "intra_op_threads": threads},
+        }
+
+    a100, h100 = record("gpu", "NVIDIA A100", 8), record("gpu", "NVIDIA H100", 32)
+    assert differences(a100, h100) == []
+    changed = differences(record("cpu", "cpu (x86_64)", 2), record("cpu", "cpu (x86_64)", 1))
+    assert changed == ["runtime.intra_op_threads (2 in the checkpoint, 1 now)"]
+    assert differences(record("gpu", "NVIDIA A100", 8), record("cpu", "cpu (x86_64)", 8))

@@ -47,8 +47,13 @@ HARMLESS = {
 }
 # On a GPU the model's arithmetic runs in CUDA kernels; the CPU threads only decode and copy
 # samples, which gives the same numbers with any thread count (and the count follows the node
-# a requeued job lands on).
-HARMLESS_ON_GPU = {"runtime.intra_op_threads": "CPU threads of a GPU run"}
+# a requeued job lands on). The GPU model is recorded but not compared: GPU training is not
+# bit-reproducible even on one device (cuDNN/cuBLAS pick kernels and sum atomically), and a
+# requeued job lands on whichever GPU type its partition has.
+HARMLESS_ON_GPU = {
+    "runtime.intra_op_threads": "CPU threads of a GPU run",
+    "runtime.device": "GPU model",
+}
 
 
 def runtime(accelerator: str, world_size: int) -> dict[str, Any]:
