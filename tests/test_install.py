@@ -1,0 +1,77 @@
+"""A normal (non-editable) `pip install` of the repository works outside it.
+
+The package is installed into a fresh virtual environment, offline and without dependencies
+(they come from this environment's site-packages through a ``.pth`` file, which does not pull in
+the editable install of the checkout), then used from a folder outside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+
+def _run(*cmd, **kwargs) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A virtual environment with the working tree's package installed (not editable)."""
+    root = tmp_path_factory.mktemp("install")
+    # The working tree's files (committed or not) in a copy, so the build leaves no trace here.
+    files = _run("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split()
+    with tarfile.open(root / "src.tar", "w") as tar:
+        for name in files:
+            if os.path.lexists(ROOT / name):
+                tar.add(ROOT / name, arcname=name, recursive=False)
+    with tarfile.open(root / "src.tar") as tar:
+        tar.extractall(root / "src", filter="tar")
+    venv = root / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    assert _run(base, "-m", "venv", "--without-pip", str(venv)).returncode == 0
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install"]
+    run = _run(*pip, "--no-deps", "--no-build-isolation", "--no-index", str(root / "src"))
+    assert run.returncode == 0, run.stderr
+    return venv
+
+
+def test_the_installed_package_carries_its_data(installed):
+    code = "import sdofm, sys; print(sdofm.__file__)"
+    run = _run(str(installed / "bin" / "python"), "-c", code, cwd=installed.parent)
+    package = Path(run.stdout.strip()).parent
+    assert package.is_relative_to(installed), run.stdout + run.stderr
+    schema = package / "config.schema.yaml"
+    assert not schema.is_symlink()
+    assert schema.read_bytes() == (ROOT / "workflow/schemas/config.schema.yaml").read_bytes()
+    for data in ("benchmarks/result.schema.json", "reports/templates/offline/index.html.j2"):
+        assert (package / data).is_file(), data
+
+
+def test_the_installed_command_validates_a_config_outside_the_repo(installed, tmp_path):
+    sdofm = str(installed / "bin" / "sdofm")
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["pretrain"]["mask_ratio"] = 2
+    (tmp_path / "my.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "dataset.zarr").mkdir()
+    argv = ["pretrain", "--config", "my.yaml", "--dataset", "dataset.zarr", "--out", "m.ckpt"]
+    run = _run(sdofm, *argv, cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "sdofm pretrain: error: config key 'pretrain.mask_ratio': 2 is greater than or equal "
+        "to the maximum of 1"
+    )
+    run = _run(sdofm, "benchmark", "--help", cwd=tmp_path)
+    assert run.returncode == 0 and "virtual_eve" in run.stdout, run.stderr
