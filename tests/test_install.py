@@ -20,8 +20,10 @@ import yaml
 from tests.conftest import ROOT
 
 
-def _run(*cmd, **kwargs) -> subprocess.CompletedProcess:
+def _run(*cmd, extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """A command without this checkout on PYTHONPATH (``extra``: more environment)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({k: str(v) for k, v in (extra or {}).items()})
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
@@ -75,3 +77,37 @@ def test_the_installed_command_validates_a_config_outside_the_repo(installed, tm
     )
     run = _run(sdofm, "benchmark", "--help", cwd=tmp_path)
     assert run.returncode == 0 and "virtual_eve" in run.stdout, run.stderr
+
+
+def test_the_rules_conda_environment_installs_the_package(tmp_path):
+    """workflow/envs/sdofm.yaml: no relative pip entries; its post-deploy script installs sdofm.
+
+    Run here as Snakemake runs it: from a copy elsewhere, inside the new environment (a venv
+    with the pinned dependencies standing in for the conda environment).
+    """
+    envs = ROOT / "workflow" / "envs"
+    env = yaml.safe_load((envs / "sdofm.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert not [p for p in pip if p.startswith("-") or p == "." or p.startswith("./")]
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert 'ENV = "../envs/sdofm.yaml"' in common
+    for rules in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for block in rules.read_text().split("conda:")[1:]:
+            assert block.split()[0] == "ENV", rules
+
+    venv = tmp_path / "env"
+    base = getattr(sys, "_base_executable", sys.executable)
+    assert _run(base, "-m", "venv", "--without-pip", str(venv)).returncode == 0
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    script = tmp_path / "copy.post-deploy.sh"
+    script.write_text((envs / "sdofm.post-deploy.sh").read_text())
+    path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    offline = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PATH": path}
+    run = _run("bash", str(script), cwd=tmp_path, extra={**offline, "SDOFM_WORKFLOW_ROOT": ""})
+    assert run.returncode != 0 and "SDOFM_WORKFLOW_ROOT" in run.stderr
+    run = _run("bash", str(script), cwd=tmp_path, extra={**offline, "SDOFM_WORKFLOW_ROOT": ROOT})
+    assert run.returncode == 0, run.stdout + run.stderr
+    code = "import sdofm.config as c; print(c.SCHEMA_PATH.resolve())"
+    run = _run(str(venv / "bin" / "python"), "-c", code, cwd=tmp_path)
+    assert run.stdout.strip() == str((ROOT / "workflow/schemas/config.schema.yaml").resolve())

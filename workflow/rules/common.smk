@@ -44,8 +44,11 @@ PERIODS = partitions(
     config["data"]
 )  # pull, build and embeddings run as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
-# The software of every rule: the pinned environment of the repository (same pins as pyproject).
-ENV = "../../environment.yml"
+# The software of every rule (--software-deployment-method conda): the pinned environment of the
+# repository (same pins as pyproject); its post-deploy script installs this checkout's package,
+# which it finds through SDOFM_WORKFLOW_ROOT.
+ENV = "../envs/sdofm.yaml"
+os.environ["SDOFM_WORKFLOW_ROOT"] = os.path.abspath(os.path.join(workflow.basedir, ".."))
 
 
 wildcard_constraints:
