@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from sdofm import SdofmError, __version__
+from sdofm.config import task_names
 
 __all__ = ["main"]
 
@@ -299,14 +300,6 @@ def _report(args, params):
     return {"html": args.html}
 
 
-def _task_names() -> list[str]:
-    """The benchmark tasks, as the config schema lists them (cheap: no torch import)."""
-    from sdofm.config import SCHEMA_PATH
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    return sorted(schema["properties"]["benchmarks"]["properties"])
-
-
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     """Options of every subcommand, taken before or after it (``sdofm pretrain --threads 4``)."""
     parser.add_argument(
@@ -460,7 +453,7 @@ def _parser() -> argparse.ArgumentParser:
         _benchmark,
         inputs=("dataset", "embeddings", "checkpoint", "events", "truth"),
     )
-    p.add_argument("task", choices=_task_names(), help="the validation task")
+    p.add_argument("task", choices=task_names(), help="the validation task")
     for name, help_ in (
         ("--dataset", "the ML-ready store (.zarr)"),
         ("--embeddings", "embeddings written by `sdofm embed`"),

@@ -6,7 +6,7 @@ import datetime as dt
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ from sdofm import SdofmError
 
 __all__ = [
     "SCHEMA_PATH",
+    "check_task",
     "config_hash",
     "load_config",
     "parse_time",
+    "task_names",
     "validate_block",
     "validate_config",
 ]
@@ -191,6 +193,29 @@ def validate_block(block: Any, *path: str, schema_path: Path = SCHEMA_PATH) -> A
         sub = sub["properties"][key]
     _validate(block, sub | {"definitions": schema.get("definitions", {})}, ".".join(path))
     return block
+
+
+def task_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
+    """The benchmark tasks, one block each under ``benchmarks:`` in the schema (no torch import)."""
+    return sorted(_schema(schema_path)["properties"]["benchmarks"]["properties"])
+
+
+def check_task(task: str, tasks: Iterable[str]) -> None:
+    """A task output was asked of ``task``, which the config does not run: one line with its tasks.
+
+    Snakemake itself would only say that no rule produces the file.
+    """
+    tasks = sorted(tasks)
+    if task in tasks:
+        return
+    known = task_names()
+    if task in known:
+        msg = f"'{task}' has no benchmarks.{task} block in the config (it runs: {', '.join(tasks)})"
+        raise SdofmError(msg)
+    others = [t for t in known if t not in tasks]
+    also = f"; also known: {', '.join(others)}" if others else ""
+    msg = f"'{task}' is not a benchmark task (this config runs: {', '.join(tasks)}{also})"
+    raise SdofmError(msg)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from sdofm import SdofmError
-from sdofm.config import validate_config
+from sdofm.config import check_task, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
@@ -48,7 +48,9 @@ NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
 # repository (same pins as pyproject); its post-deploy script installs this checkout's package,
 # which it finds through SDOFM_WORKFLOW_ROOT.
 ENV = "../envs/sdofm.yaml"
-os.environ["SDOFM_WORKFLOW_ROOT"] = os.path.abspath(os.path.join(workflow.basedir, ".."))
+os.environ["SDOFM_WORKFLOW_ROOT"] = os.path.abspath(
+    os.path.join(workflow.basedir, "..")
+)
 
 
 wildcard_constraints:
@@ -62,6 +64,15 @@ def as_arg(*sections):
     blocks = (
         {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
     )
+    return shlex.quote(json.dumps(blocks, sort_keys=True))
+
+
+def events_settings():
+    """What `sdofm events` reads, no more: a change elsewhere (image size, channels) keeps it."""
+    blocks = {
+        "sources": {k: config["sources"][k] for k in ("sdoml", "events")},
+        "data": {k: config["data"][k] for k in ("start", "end")},
+    }
     return shlex.quote(json.dumps(blocks, sort_keys=True))
 
 
@@ -107,6 +118,15 @@ def runtime_for(minutes):
         return minutes * attempt
 
     return runtime
+
+
+def unknown_task(wildcards):
+    """Input of rule `unknown_task`: stop, listing the tasks (Snakemake: "no rule to produce")."""
+    try:
+        check_task(wildcards.unknown, TASKS)
+    except SdofmError as err:
+        sys.exit(f"Unknown target {RESULTS}/{wildcards.unknown}/...: {err}")
+    return []
 
 
 def all_reports():

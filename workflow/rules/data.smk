@@ -143,7 +143,7 @@ rule collect_events:
         mem_mb=2000,
         runtime=runtime_for(10),
     params:
-        settings=as_arg("sources", "data"),
+        settings=events_settings(),
         files=event_args,
     shell:
         "sdofm events --params {params.settings} --out {output} {params.files} > {log} 2>&1"
