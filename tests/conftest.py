@@ -28,6 +28,30 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     return cmd, env
 
 
+def working_tree_copy(dest: Path) -> Path:
+    """A copy of the checkout's files (committed or not, links kept) in ``dest``, as a fresh
+    clone with the current edits would have them."""
+    import subprocess
+    import tarfile
+
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest / ".checkout.tar", "w") as tar:
+        for name in files:
+            if os.path.lexists(ROOT / name):
+                tar.add(ROOT / name, arcname=name, recursive=False)
+    with tarfile.open(dest / ".checkout.tar") as tar:
+        tar.extractall(dest, filter="tar")
+    (dest / ".checkout.tar").unlink()
+    return dest
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

@@ -11,13 +11,12 @@ import os
 import subprocess
 import sys
 import sysconfig
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, working_tree_copy
 
 
 def _run(*cmd, extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -31,14 +30,7 @@ def _run(*cmd, extra: dict | None = None, **kwargs) -> subprocess.CompletedProce
 def installed(tmp_path_factory) -> Path:
     """A virtual environment with the working tree's package installed (not editable)."""
     root = tmp_path_factory.mktemp("install")
-    # The working tree's files (committed or not) in a copy, so the build leaves no trace here.
-    files = _run("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.split()
-    with tarfile.open(root / "src.tar", "w") as tar:
-        for name in files:
-            if os.path.lexists(ROOT / name):
-                tar.add(ROOT / name, arcname=name, recursive=False)
-    with tarfile.open(root / "src.tar") as tar:
-        tar.extractall(root / "src", filter="tar")
+    working_tree_copy(root / "src")  # the build then leaves no trace in the checkout
     venv = root / "venv"
     base = getattr(sys, "_base_executable", sys.executable)
     assert _run(base, "-m", "venv", "--without-pip", str(venv)).returncode == 0
