@@ -52,6 +52,47 @@ def working_tree_copy(dest: Path) -> Path:
     return dest
 
 
+# Snakemake runs in one Python process (its imports once), each with -n first; one JSON line
+# per run: {"argv": ..., "code": exit status, "output": its log}.
+_DRY_RUNS = """
+import contextlib, io, json, logging, sys
+from snakemake.cli import main
+for argv in json.loads(sys.argv[1]):
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    logging.getLogger().addHandler(handler)
+    with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+        try:
+            main(["-n", *argv])
+            code = 0
+        except SystemExit as exit_:  # sys.exit("message"): the message, and status 1
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            buffer.write("" if isinstance(exit_.code, int) else str(exit_.code))
+    logging.getLogger().removeHandler(handler)
+    print(json.dumps({"argv": argv, "code": code, "output": buffer.getvalue()}), flush=True)
+"""
+
+
+def dry_runs(workdir: Path, commands: list[list[str]]) -> list[dict]:
+    """``snakemake -n <argv>`` for each argv in ``commands``, from ``workdir`` (the repository
+    root of a copy, or give -s and --directory): exit status and output of each."""
+    import json
+    import subprocess
+
+    _, env = snakemake_command(workdir)
+    run = subprocess.run(
+        [sys.executable, "-c", _DRY_RUNS, json.dumps(commands)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == len(commands), run.stderr[-3000:]
+    return results
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():

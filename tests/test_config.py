@@ -2,14 +2,13 @@
 
 import copy
 import datetime as dt
-import subprocess
 
 import pytest
 import yaml
 
 from sdofm import SdofmError
 from sdofm.config import SCHEMA_PATH, load_config, validate_block, validate_config
-from tests.conftest import ROOT, TINY, snakemake_command
+from tests.conftest import ROOT, TINY, dry_runs
 
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
@@ -159,19 +158,39 @@ def test_a_mistyped_key_gets_did_you_mean():
         validate_block(block, "benchmarks", "f107")
 
 
-def test_snakemake_stops_on_a_bad_value_before_any_job(tmp_path):
-    """The workflow's own start: one line naming the key, exit status 1, nothing scheduled."""
-    config = yaml.safe_load(TINY.read_text())
-    config["benchmarks"]["flare_forecast"]["min_class"] = "big"
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
-    cmd, env = snakemake_command(
-        tmp_path, "-s", str(ROOT / "workflow/Snakefile"), "--configfile", "bad.yaml", "-n"
-    )
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert run.returncode == 1
-    lines = [line for line in run.stderr.splitlines() if "min_class" in line]
-    assert lines == [
+@pytest.mark.workflow
+def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
+    """Snakemake's own start (dry runs): a bad value is one line naming the key, before any
+    job; unquoted dates are accepted; collect_events gets only what it reads, so changing
+    data.image_size leaves it alone while a new data.end reruns it."""
+    configs = {
+        "bad": {"benchmarks": {"flare_forecast": {"min_class": "big"}}},
+        "unquoted": {"data": {"start": dt.date(2011, 1, 1)}},
+        "size": {"data": {"image_size": 64}},
+        "end": {"data": {"end": "2011-03-25"}},
+    }
+    argv = []
+    for name, change in configs.items():
+        config = yaml.safe_load(TINY.read_text())
+        for section, values in change.items():
+            config.setdefault(section, {}).update(values)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        argv.append(["-s", str(ROOT / "workflow/Snakefile"), "-p", f"--configfile={name}.yaml"])
+        argv[-1] += ["--directory", str(tmp_path), "results/data/events"]
+    argv.append([f"--configfile={TINY}" if a.startswith("--configfile") else a for a in argv[0]])
+    bad, unquoted, size, end, tiny = dry_runs(tmp_path, argv)
+    assert bad["code"] == 1
+    assert [line for line in bad["output"].splitlines() if "min_class" in line] == [
         "Invalid configuration: config key 'benchmarks.flare_forecast.min_class': 'big' is not "
         "a GOES X-ray class, a letter A/B/C/M/X and a positive magnitude, e.g. M1.0 or C3.5"
     ]
-    assert "Job stats" not in run.stdout + run.stderr
+    assert "simulate_sun" not in bad["output"]  # no job was scheduled
+    for run in (unquoted, size, end, tiny):
+        assert run["code"] == 0, run["output"][-2000:]
+
+    def events_command(run):
+        (line,) = {ln for ln in run["output"].splitlines() if "sdofm events --params" in ln}
+        return line
+
+    assert events_command(size) == events_command(tiny) == events_command(unquoted)
+    assert events_command(end) != events_command(tiny)

@@ -8,7 +8,6 @@ by the real command-line parser, `make` targets are dry-run, `python perf/...` s
 from __future__ import annotations
 
 import copy
-import json
 import re
 import runpy
 import shlex
@@ -21,7 +20,7 @@ import yaml
 from sdofm import SdofmError
 from sdofm.cli import _parser
 from sdofm.config import validate_config
-from tests.conftest import ROOT, snakemake_command, working_tree_copy
+from tests.conftest import ROOT, dry_runs, working_tree_copy
 
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
@@ -137,27 +136,6 @@ def test_quoted_configuration_errors_are_what_validation_says():
         assert str(err.value) == re.sub(r"\s+", " ", message)
 
 
-# Dry-runs all `snakemake` commands in one Python process (Snakemake's imports once), each
-# with -n first: {"argv": ..., "code": exit status, "output": its log}.
-_DRY_RUN = """
-import contextlib, io, json, logging, sys
-from snakemake.cli import main
-for argv in json.loads(sys.argv[1]):
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    logging.getLogger().addHandler(handler)
-    with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
-        try:
-            main(["-n", *argv])
-            code = 0
-        except SystemExit as exit_:  # sys.exit("message"): the message, and status 1
-            code = exit_.code if isinstance(exit_.code, int) else 1
-            buffer.write("" if isinstance(exit_.code, int) else str(exit_.code))
-    logging.getLogger().removeHandler(handler)
-    print(json.dumps({"argv": argv, "code": code, "output": buffer.getvalue()}), flush=True)
-"""
-
-
 @pytest.mark.workflow
 def test_snakemake_commands_dry_run_from_a_fresh_checkout(tmp_path):
     """The README's snakemake lines from the repository root (as a user types them), plus the
@@ -168,17 +146,7 @@ def test_snakemake_commands_dry_run_from_a_fresh_checkout(tmp_path):
     assert ["--cores", "2", "--configfile", "my.yaml", "--", "all"] in commands
     nosuch = ["results/nosuch/report.html"]
     large = ["--configfile", "config/synthetic_large.yaml", "--", "all"]
-    _, env = snakemake_command(clone)
-    run = subprocess.run(
-        [sys.executable, "-c", _DRY_RUN, json.dumps([*commands, nosuch, large])],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert len(results) == len(commands) + 2, run.stderr[-3000:]
+    results = dry_runs(clone, [*commands, nosuch, large])
     for result in results:
         argv, code, output = result["argv"], result["code"], result["output"]
         if argv == nosuch:

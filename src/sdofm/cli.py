@@ -501,7 +501,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
         value = getattr(args, dest)
         for path in [value] if isinstance(value, str) else value or []:
             if "://" not in path and not Path(path).exists():
-                option = dest if dest == "parts" else f"--{dest}"
+                option = {"parts": "--merge" if args.command == "embed" else "parts"}.get(
+                    dest, f"--{dest}"
+                )
                 msg = f"{option}: {path} does not exist"
                 raise SdofmError(msg)
 
