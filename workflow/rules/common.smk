@@ -44,12 +44,13 @@ PERIODS = partitions(
     config["data"]
 )  # pull, build and embeddings run as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
-# The software of every rule (--software-deployment-method conda): the pinned environment of the
-# repository (same pins as pyproject); its post-deploy script installs this checkout's package,
-# which it finds through SDOFM_WORKFLOW_ROOT.
+# The software of all rules with --software-deployment-method conda, the pinned environment of
+# the repository (same pins as pyproject); its post-deploy script installs this checkout's
+# package, which it finds through SDOFM_WORKFLOW_ROOT.
 ENV = "../envs/sdofm.yaml"
-os.environ["SDOFM_WORKFLOW_ROOT"] = os.path.abspath(
-    os.path.join(workflow.basedir, "..")
+# (Set here for that script, not read: nothing for a user to provide.)
+os.environ.update(
+    SDOFM_WORKFLOW_ROOT=os.path.abspath(os.path.join(workflow.basedir, ".."))
 )
 
 
@@ -121,7 +122,8 @@ def runtime_for(minutes):
 
 
 def unknown_task(wildcards):
-    """Input of rule `unknown_task`: stop, listing the tasks (Snakemake: "no rule to produce")."""
+    """Input function of `unknown_task`, which stops listing the tasks where Snakemake would
+    only say that no rule produces the file."""
     try:
         check_task(wildcards.unknown, TASKS)
     except SdofmError as err:
