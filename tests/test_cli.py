@@ -41,7 +41,7 @@ def test_pull_from_a_missing_store_is_one_line(tmp_path, capsys):
 
 
 def test_params_as_json_and_bad_params(tmp_path, capsys):
-    assert main(["build", "--params", "not-a-file", "--sdoml", "x", "--out", "y"]) == 1
+    assert main(["build", "--params", "not-a-file", "--sdoml", str(tmp_path), "--out", "y"]) == 1
     assert "neither JSON nor an existing file" in capsys.readouterr().err
     settings = {
         "seed": 1,
