@@ -90,10 +90,6 @@ def test_defaults_are_filled_in():
             lambda c: c["data"].update(aia_channels=["94A", "171A"]),
             "benchmarks.missing_channel.target",
         ),
-        (
-            lambda c: c["data"].update(hmi_components=["Bx", "By"]),
-            "benchmarks.flare_forecast.baseline_channels",
-        ),
     ],
 )
 def test_bad_values_name_the_key(mutate, key):

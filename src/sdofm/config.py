@@ -139,18 +139,12 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
 def _check_channels(config: Mapping[str, Any]) -> None:
     """Channels a benchmark needs must be inputs of the data set."""
     data, tasks = config.get("data", {}), config.get("benchmarks", {})
-    aia, hmi = data.get("aia_channels", []), data.get("hmi_components", [])
+    aia = data.get("aia_channels", [])
     target = tasks.get("missing_channel", {}).get("target")
     if target is not None and (target not in aia or len(aia) < 2):
         _fail(
             "benchmarks.missing_channel.target",
             f"{target!r} must be one of at least two AIA channels of data.aia_channels {aia}",
-        )
-    wanted = tasks.get("flare_forecast", {}).get("baseline_channels", [])
-    if missing := [c for c in wanted if c not in hmi]:
-        _fail(
-            "benchmarks.flare_forecast.baseline_channels",
-            f"{missing} are not in data.hmi_components {hmi}",
         )
 
 
