@@ -1,4 +1,5 @@
-"""Every command in README.md's code blocks runs as written (dry, or its options checked).
+"""Every command in README.md's (and config/README.md's) code blocks runs as written (dry, or
+its options checked).
 
 `snakemake ...` lines are dry-run (`-n`) in a copy of the checkout, `sdofm ...` lines are parsed
 by the real command-line parser, `make` targets are dry-run, `python perf/...` scripts answer
@@ -22,7 +23,7 @@ from sdofm.cli import _parser
 from sdofm.config import validate_config
 from tests.conftest import ROOT, dry_runs, working_tree_copy
 
-README = (ROOT / "README.md").read_text()
+README = (ROOT / "README.md").read_text() + "\n" + (ROOT / "config" / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 KINDS = ("make", "snakemake", "sdofm", "python")
@@ -36,7 +37,7 @@ def _commands() -> list[str]:
             continue
         for line in body.replace("\\\n", " ").splitlines():
             line = re.sub(r"\s+#.*$", "", line).strip()
-            if line and not line.startswith("#"):
+            if line and not line.startswith("#") and line not in out:
                 out.append(line)
     return out
 
