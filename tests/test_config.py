@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from sdofm import SdofmError
-from sdofm.config import SCHEMA_PATH, load_config, validate_block, validate_config
+from sdofm.config import SCHEMA_PATH, check_task, load_config, validate_block, validate_config
 from tests.conftest import ROOT, TINY, dry_runs
 
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -190,3 +190,14 @@ def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
 
     assert events_command(size) == events_command(tiny) == events_command(unquoted)
     assert events_command(end) != events_command(tiny)
+
+
+def test_a_target_of_no_configured_task_lists_the_tasks():
+    check_task("f107", ["f107", "virtual_eve"])
+    with pytest.raises(SdofmError) as err:
+        check_task("nosuch", ["f107", "virtual_eve"])
+    assert str(err.value).startswith(
+        "'nosuch' is not a benchmark task (this config runs: f107, virtual_eve; also known: "
+    )
+    with pytest.raises(SdofmError, match=r"'flare_forecast' has no benchmarks.flare_forecast"):
+        check_task("flare_forecast", ["f107"])
