@@ -103,3 +103,21 @@ def test_the_rules_conda_environment_installs_the_package(tmp_path):
     code = "import sdofm.config as c; print(c.SCHEMA_PATH.resolve())"
     run = _run(str(venv / "bin" / "python"), "-c", code, cwd=tmp_path)
     assert run.stdout.strip() == str((ROOT / "workflow/schemas/config.schema.yaml").resolve())
+
+
+def test_what_the_workflow_catalog_expects():
+    """The Snakemake workflow catalog's standardized usage: workflow/Snakefile, config/README.md,
+    .snakemake-workflow-catalog.yml, environments in workflow/envs; and the declared licence."""
+    import tomllib
+
+    assert (ROOT / "workflow" / "Snakefile").is_file()
+    assert "--configfile" in (ROOT / "config" / "README.md").read_text()
+    usage = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert set(usage) == {"mandatory-flags", "software-stack-deployment", "report"}
+    assert usage["software-stack-deployment"]["conda"] is True and usage["report"] is True
+    assert list((ROOT / "workflow" / "envs").glob("*.yaml"))
+    licence = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert licence == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
