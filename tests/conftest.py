@@ -52,36 +52,45 @@ def working_tree_copy(dest: Path) -> Path:
     return dest
 
 
-# Snakemake runs in one Python process (its imports once), each with -n first; one JSON line
-# per run: {"argv": ..., "code": exit status, "output": its log}.
-_DRY_RUNS = """
+# Snakemake runs in one Python process (its imports once), each argv after the options in
+# sys.argv[2]; one JSON line per run: {"argv": ..., "code": exit status, "output": its log}.
+_SNAKEMAKE_RUNS = """
 import contextlib, io, json, logging, sys
 from snakemake.cli import main
 for argv in json.loads(sys.argv[1]):
+    argv = [*json.loads(sys.argv[2]), *argv]
     buffer = io.StringIO()
     handler = logging.StreamHandler(buffer)
     logging.getLogger().addHandler(handler)
     with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
         try:
-            main(["-n", *argv])
+            main(argv)
             code = 0
         except SystemExit as exit_:  # sys.exit("message"): the message, and status 1
             code = exit_.code if isinstance(exit_.code, int) else 1
             buffer.write("" if isinstance(exit_.code, int) else str(exit_.code))
     logging.getLogger().removeHandler(handler)
-    print(json.dumps({"argv": argv, "code": code, "output": buffer.getvalue()}), flush=True)
+    print(json.dumps({"argv": argv[len(json.loads(sys.argv[2])):], "code": code,
+                      "output": buffer.getvalue()}), flush=True)
 """
 
 
-def dry_runs(workdir: Path, commands: list[list[str]]) -> list[dict]:
-    """``snakemake -n <argv>`` for each argv in ``commands``, from ``workdir`` (the repository
-    root of a copy, or give -s and --directory): exit status and output of each."""
+def snakemake_runs(workdir: Path, commands: list[list[str]], *, dry: bool = True) -> list[dict]:
+    """``snakemake -n <argv>`` (without -n if not ``dry``) for each argv in ``commands``, in one
+    process, from ``workdir`` (the repository root of a copy, or give -s and --directory): exit
+    status and output of each."""
     import json
     import subprocess
 
     _, env = snakemake_command(workdir)
     run = subprocess.run(
-        [sys.executable, "-c", _DRY_RUNS, json.dumps(commands)],
+        [
+            sys.executable,
+            "-c",
+            _SNAKEMAKE_RUNS,
+            json.dumps(commands),
+            json.dumps(["-n"] if dry else []),
+        ],
         cwd=workdir,
         env=env,
         capture_output=True,

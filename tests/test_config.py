@@ -8,7 +8,7 @@ import yaml
 
 from sdofm import SdofmError
 from sdofm.config import SCHEMA_PATH, check_task, load_config, validate_block, validate_config
-from tests.conftest import ROOT, TINY, dry_runs
+from tests.conftest import ROOT, TINY, snakemake_runs
 
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
@@ -174,7 +174,7 @@ def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
         argv.append(["-s", str(ROOT / "workflow/Snakefile"), "-p", f"--configfile={name}.yaml"])
         argv[-1] += ["--directory", str(tmp_path), "results/data/events"]
     argv.append([f"--configfile={TINY}" if a.startswith("--configfile") else a for a in argv[0]])
-    bad, unquoted, size, end, tiny = dry_runs(tmp_path, argv)
+    bad, unquoted, size, end, tiny = snakemake_runs(tmp_path, argv)
     assert bad["code"] == 1
     assert [line for line in bad["output"].splitlines() if "min_class" in line] == [
         "Invalid configuration: config key 'benchmarks.flare_forecast.min_class': 'big' is not "

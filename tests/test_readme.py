@@ -21,7 +21,7 @@ import yaml
 from sdofm import SdofmError
 from sdofm.cli import _parser
 from sdofm.config import validate_config
-from tests.conftest import ROOT, dry_runs, working_tree_copy
+from tests.conftest import ROOT, snakemake_runs, working_tree_copy
 
 README = (ROOT / "README.md").read_text() + "\n" + (ROOT / "config" / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
@@ -147,7 +147,7 @@ def test_snakemake_commands_dry_run_from_a_fresh_checkout(tmp_path):
     assert ["--cores", "2", "--configfile", "my.yaml", "--", "all"] in commands
     nosuch = ["results/nosuch/report.html"]
     large = ["--configfile", "config/synthetic_large.yaml", "--", "all"]
-    results = dry_runs(clone, [*commands, nosuch, large])
+    results = snakemake_runs(clone, [*commands, nosuch, large])
     for result in results:
         argv, code, output = result["argv"], result["code"], result["output"]
         if argv == nosuch:

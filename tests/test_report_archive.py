@@ -10,14 +10,13 @@ from __future__ import annotations
 import posixpath
 import re
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from sdofm.reports.links import ARCHIVE_LINKS_SCRIPT, archive_path, report_link
+from tests.conftest import snakemake_runs
 
 SOURCE, TARGET = "results/summary/report.html", "results/virtual_eve/report.html"
 
@@ -47,15 +46,9 @@ def archive(tmp_path_factory) -> Path:
     """The mini workflow run and archived by `snakemake --report`, unpacked."""
     work = tmp_path_factory.mktemp("archive")
     (work / "Snakefile").write_text("from pathlib import Path\n" + SNAKEFILE)
-    for args in (["--cores", "1"], ["--report", "report.zip"]):
-        run = subprocess.run(
-            [sys.executable, "-m", "snakemake", *args],
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
+    runs = snakemake_runs(work, [["--cores", "1"], ["--report", "report.zip"]], dry=False)
+    for run in runs:
+        assert run["code"] == 0, run["output"][-3000:]
     with zipfile.ZipFile(work / "report.zip") as zf:
         zf.extractall(work / "unzipped")
     return work
