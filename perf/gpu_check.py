@@ -30,7 +30,8 @@ from ddp_throughput import tiny_dataset
 from loader_throughput import build_store
 from torch.utils.data import DataLoader
 
-from sdofm.dataset.loader import SDOImages, _worker_init, collate
+from sdofm.dataset.loader import SDOImages, collate
+from sdofm.training.datamodule import _worker_init
 
 HERE = Path(__file__).resolve().parent
 

@@ -37,7 +37,8 @@ import zarr
 from torch.utils.data import DataLoader, Dataset
 
 from sdofm.dataset.build import IMAGE_COMPRESSOR, transform_for
-from sdofm.dataset.loader import Normaliser, SDOImages, _worker_init, collate, open_dataset
+from sdofm.dataset.loader import Normaliser, SDOImages, collate, open_dataset
+from sdofm.training.datamodule import _worker_init
 
 CHANNELS = ["94A", "131A", "171A", "193A", "211A", "304A", "335A", "1600A", "1700A"]
 CHANNELS += ["Bx", "By", "Bz"]

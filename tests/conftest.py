@@ -30,6 +30,7 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     return cmd, env
 
 
+<<<<<<< HEAD
 def snakemake(
     workdir: Path, *args: str, configfile: Path = TINY, **run
 ) -> subprocess.CompletedProcess:
@@ -47,6 +48,80 @@ def finished_run(tmp_path_factory) -> Path:
     run = snakemake(workdir, "all")
     assert run.returncode == 0, run.stderr[-3000:]
     return workdir
+=======
+def working_tree_copy(dest: Path) -> Path:
+    """A copy of the checkout's files (committed or not, links kept) in ``dest``, as a fresh
+    clone with the current edits would have them."""
+    import subprocess
+    import tarfile
+
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest / ".checkout.tar", "w") as tar:
+        for name in files:
+            if os.path.lexists(ROOT / name):
+                tar.add(ROOT / name, arcname=name, recursive=False)
+    with tarfile.open(dest / ".checkout.tar") as tar:
+        tar.extractall(dest, filter="tar")
+    (dest / ".checkout.tar").unlink()
+    return dest
+
+
+# Snakemake runs in one Python process (its imports once), each argv after the options in
+# sys.argv[2]; one JSON line per run: {"argv": ..., "code": exit status, "output": its log}.
+_SNAKEMAKE_RUNS = """
+import contextlib, io, json, logging, sys
+from snakemake.cli import main
+for argv in json.loads(sys.argv[1]):
+    argv = [*json.loads(sys.argv[2]), *argv]
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    logging.getLogger().addHandler(handler)
+    with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exit_:  # sys.exit("message"): the message, and status 1
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            buffer.write("" if isinstance(exit_.code, int) else str(exit_.code))
+    logging.getLogger().removeHandler(handler)
+    print(json.dumps({"argv": argv[len(json.loads(sys.argv[2])):], "code": code,
+                      "output": buffer.getvalue()}), flush=True)
+"""
+
+
+def snakemake_runs(workdir: Path, commands: list[list[str]], *, dry: bool = True) -> list[dict]:
+    """``snakemake -n <argv>`` (without -n if not ``dry``) for each argv in ``commands``, in one
+    process, from ``workdir`` (the repository root of a copy, or give -s and --directory): exit
+    status and output of each."""
+    import json
+    import subprocess
+
+    _, env = snakemake_command(workdir)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SNAKEMAKE_RUNS,
+            json.dumps(commands),
+            json.dumps(["-n"] if dry else []),
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == len(commands), run.stderr[-3000:]
+    return results
+>>>>>>> f-i16
 
 
 def _merge(base: dict, over: dict) -> dict:

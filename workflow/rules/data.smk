@@ -143,7 +143,7 @@ rule collect_events:
         mem_mb=2000,
         runtime=runtime_for(10),
     params:
-        settings=as_arg("sources", "data", omit=SOURCE_ACCESS),
+        settings=events_settings(),
         files=event_args,
     shell:
         "sdofm events --params {params.settings} --out {output:q} {params.files} > {log:q} 2>&1"
