@@ -30,7 +30,6 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     return cmd, env
 
 
-<<<<<<< HEAD
 def snakemake(
     workdir: Path, *args: str, configfile: Path = TINY, **run
 ) -> subprocess.CompletedProcess:
@@ -48,7 +47,8 @@ def finished_run(tmp_path_factory) -> Path:
     run = snakemake(workdir, "all")
     assert run.returncode == 0, run.stderr[-3000:]
     return workdir
-=======
+
+
 def working_tree_copy(dest: Path) -> Path:
     """A copy of the checkout's files (committed or not, links kept) in ``dest``, as a fresh
     clone with the current edits would have them."""
@@ -121,7 +121,6 @@ def snakemake_runs(workdir: Path, commands: list[list[str]], *, dry: bool = True
     results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(commands), run.stderr[-3000:]
     return results
->>>>>>> f-i16
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -169,17 +169,12 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
 
     Raises `SdofmError` with a one-line message that names the offending key.
     """
-<<<<<<< HEAD
     from sdofm.sources.credentials import check_sources
 
-    _validate(config, yaml.safe_load(Path(schema_path).read_text()))
-    _check_ranges(config)
-    check_sources(config.get("sources", {}))  # credentials belong in the environment
-=======
     _validate(config, _schema(schema_path))
     _check_ranges(config)
     _check_channels(config)
->>>>>>> f-i16
+    check_sources(config.get("sources", {}))  # credentials belong in the environment
     return config
 
 
