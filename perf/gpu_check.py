@@ -98,7 +98,7 @@ def pretrain_on_gpu(tmp: Path, device: torch.device) -> None:
         raise SystemExit(done.stderr[-3000:])
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     rates = re.findall(r"\| ([\d.]+) samples/s \|", done.stderr)
-    ckpt = torch.load(out, map_location="cpu", weights_only=False)
+    ckpt = torch.load(out, map_location="cpu", weights_only=True)
     print(
         f"sdofm pretrain on 1 GPU: {summary['steps']} steps, {summary['accelerator']}, "
         f"{summary['precision']}, {rates[-1] if rates else '?'} samples/s, checkpoint "

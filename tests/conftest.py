@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sdofm.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
 
 
 def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, str]]:
@@ -26,6 +28,99 @@ def snakemake_command(workdir: Path, *args: str) -> tuple[list[str], dict[str, s
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "--directory", str(workdir), *args]
     return cmd, env
+
+
+def snakemake(
+    workdir: Path, *args: str, configfile: Path = TINY, **run
+) -> subprocess.CompletedProcess:
+    """Run the workflow on ``configfile`` (the tiny config) in ``workdir`` with 2 cores."""
+    cmd, env = snakemake_command(
+        workdir, "-s", str(SNAKEFILE), "--configfile", str(configfile), "--cores", "2", *args
+    )
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, **run)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> Path:
+    """The whole workflow (`all`) run once on the tiny config; tests must leave it as it is."""
+    workdir = tmp_path_factory.mktemp("workflow")
+    run = snakemake(workdir, "all")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
+
+
+def working_tree_copy(dest: Path) -> Path:
+    """A copy of the checkout's files (committed or not, links kept) in ``dest``, as a fresh
+    clone with the current edits would have them."""
+    import subprocess
+    import tarfile
+
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(dest / ".checkout.tar", "w") as tar:
+        for name in files:
+            if os.path.lexists(ROOT / name):
+                tar.add(ROOT / name, arcname=name, recursive=False)
+    with tarfile.open(dest / ".checkout.tar") as tar:
+        tar.extractall(dest, filter="tar")
+    (dest / ".checkout.tar").unlink()
+    return dest
+
+
+# Snakemake runs in one Python process (its imports once), each argv after the options in
+# sys.argv[2]; one JSON line per run: {"argv": ..., "code": exit status, "output": its log}.
+_SNAKEMAKE_RUNS = """
+import contextlib, io, json, logging, sys
+from snakemake.cli import main
+for argv in json.loads(sys.argv[1]):
+    argv = [*json.loads(sys.argv[2]), *argv]
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    logging.getLogger().addHandler(handler)
+    with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exit_:  # sys.exit("message"): the message, and status 1
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            buffer.write("" if isinstance(exit_.code, int) else str(exit_.code))
+    logging.getLogger().removeHandler(handler)
+    print(json.dumps({"argv": argv[len(json.loads(sys.argv[2])):], "code": code,
+                      "output": buffer.getvalue()}), flush=True)
+"""
+
+
+def snakemake_runs(workdir: Path, commands: list[list[str]], *, dry: bool = True) -> list[dict]:
+    """``snakemake -n <argv>`` (without -n if not ``dry``) for each argv in ``commands``, in one
+    process, from ``workdir`` (the repository root of a copy, or give -s and --directory): exit
+    status and output of each."""
+    import json
+    import subprocess
+
+    _, env = snakemake_command(workdir)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SNAKEMAKE_RUNS,
+            json.dumps(commands),
+            json.dumps(["-n"] if dry else []),
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(results) == len(commands), run.stderr[-3000:]
+    return results
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -54,10 +149,10 @@ def resume_params(tiny_config) -> dict:
 
 
 def checkpoint_weights(ckpt) -> dict:
-    """The state dict of a checkpoint file."""
+    """The state dict of a checkpoint file (tensors only: our checkpoints need nothing else)."""
     import torch
 
-    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.fixture(scope="session")

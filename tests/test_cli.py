@@ -1,10 +1,15 @@
 """The `sdofm` command: every stage is a subcommand; user errors are one line and exit 1."""
 
+import argparse
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
+import xarray as xr
 
-from sdofm.cli import main
+from sdofm import __version__
+from sdofm.cli import _parser, main
 from tests.conftest import ROOT
 
 
@@ -36,7 +41,7 @@ def test_pull_from_a_missing_store_is_one_line(tmp_path, capsys):
 
 
 def test_params_as_json_and_bad_params(tmp_path, capsys):
-    assert main(["build", "--params", "not-a-file", "--sdoml", "x", "--out", "y"]) == 1
+    assert main(["build", "--params", "not-a-file", "--sdoml", str(tmp_path), "--out", "y"]) == 1
     assert "neither JSON nor an existing file" in capsys.readouterr().err
     settings = {
         "seed": 1,
@@ -53,25 +58,101 @@ def test_params_as_json_and_bad_params(tmp_path, capsys):
     assert (out / "sdomlv2_small.zarr" / "2011" / "171A" / ".zarray").exists()
 
 
-def test_unknown_benchmark_task(tmp_path, capsys):
-    code = main(
-        [
-            "benchmark",
-            "nope",
-            "--params",
-            "{}",
-            "--dataset",
-            "d",
-            "--embeddings",
-            "e",
-            "--checkpoint",
-            "c",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert code == 1
-    assert "unknown benchmark task 'nope'" in capsys.readouterr().err
+def test_benchmark_lists_the_registered_tasks(tmp_path, capsys):
+    from sdofm.benchmarks import TASKS
+
+    args = ["--params", "{}", "--dataset", "d", "--embeddings", "e", "--checkpoint", "c"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["benchmark", "nope", *args, "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err
+    for task in TASKS:
+        assert task in err
+    choices = next(a for a in _subparser("benchmark")._actions if a.dest == "task").choices
+    assert sorted(choices) == sorted(TASKS)
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    return _subparsers()[name]
+
+
+def test_every_option_has_help():
+    undocumented = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, parser in {"sdofm": _parser(), **_subparsers()}.items()
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction)
+        and (not action.help or action.help == argparse.SUPPRESS)
+    ]
+    assert undocumented == []
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sdofm {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "threads"),
+    [
+        (["--threads", "3", "pretrain"], 3),
+        (["pretrain", "--threads", "4"], 4),
+        (["--threads", "3", "pretrain", "--threads", "4"], 4),
+        (["pretrain"], None),
+    ],
+)
+def test_global_options_before_or_after_the_subcommand(argv, threads):
+    args = _parser().parse_args([*argv, "--dataset", "d.zarr", "--out", "m.ckpt"])
+    assert args.threads == threads
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["similar", "--time", "2011-01-01"], "--embeddings"),
+        (["map", "--dataset", "{tmp}", "--png", "m.png", "--csv", "m.csv"], "--embeddings"),
+        (["pretrain", "--params", "{{}}", "--out", "m.ckpt"], "--dataset"),
+        (["report", "--executed", "r.ipynb", "--html", "r.html"], "--notebook"),
+    ],
+)
+def test_a_missing_input_path_is_one_line(tmp_path, capsys, argv, option):
+    missing = str(tmp_path / "nope.zarr")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    assert main([*argv, option, missing]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"error: {option}: {missing} does not exist")
+    assert "\n" not in err
+
+
+def test_similar_prints_labelled_columns_and_its_summary_on_stderr(tmp_path, capsys):
+    times = pd.date_range("2011-01-01", periods=12, freq="12h")
+    rng = np.random.default_rng(0)
+    xr.Dataset(
+        {
+            "embedding": (("time", "feature"), rng.normal(size=(12, 4)).astype("f4")),
+            "split": ("time", np.array(["train"] * 8 + ["test"] * 4)),
+        },
+        coords={"time": times},
+    ).to_zarr(tmp_path / "e.zarr", consolidated=True, zarr_format=2)
+    argv = ["similar", "--embeddings", str(tmp_path / "e.zarr"), "--time", "2011-01-03", "-k", "3"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split() == ["time", "(UTC)", "cosine_distance", "split"]
+    assert len(lines) == 4
+    for line in lines[1:]:
+        stamp, distance, split = line.split()
+        pd.Timestamp(stamp), float(distance)
+        assert split in ("train", "test")
+    assert json.loads(err.strip().splitlines()[-1])["found"] == 3
 
 
 def test_ingest_the_real_sunpy_aia_file(tmp_path, capsys):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from sdofm import SdofmError
-from sdofm.training.pretrain import _resume_point, hardware, pretrain
+from sdofm.training.pretrain import hardware, pretrain
+from sdofm.training.resume import resume_point
 from tests.conftest import checkpoint_weights
 
 RUN = """
@@ -65,7 +66,7 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(dataset, params, uninterru
     assert step.exists() and not out.exists()
     # Resume from the mid-epoch checkpoint even if an end-of-epoch one came after it.
     (ckpt_dir / "last.ckpt").unlink(missing_ok=True)
-    saved = torch.load(step, map_location="cpu", weights_only=False)
+    saved = torch.load(step, map_location="cpu", weights_only=True)
     assert saved["global_step"] % 6 != 0  # mid-epoch: the case Lightning alone gets wrong
 
     resumed = _finish(_start(dataset, out, params))
@@ -100,17 +101,18 @@ def test_checkpoint_of_other_settings_stops_the_run(dataset, params, uninterrupt
     """A checkpoint of another configuration is neither resumed nor deleted."""
     ckpt_dir = tmp_path / "checkpoints"
     ckpt_dir.mkdir()
-    foreign = torch.load(uninterrupted[0], map_location="cpu", weights_only=False)
+    foreign = torch.load(uninterrupted[0], map_location="cpu", weights_only=True)
     foreign["hyper_parameters"]["backbone"] = "mae_small"
     torch.save(foreign, ckpt_dir / "last.ckpt")
-    with pytest.raises(SdofmError, match=r"another configuration \(differs in: backbone\)"):
+    differs = r"differs in: backbone \('mae_small' in the checkpoint, 'mae_tiny' now\)\)"
+    with pytest.raises(SdofmError, match=rf"another configuration \({differs}"):
         pretrain(dataset, tmp_path / "model.ckpt", params)
     assert (ckpt_dir / "last.ckpt").exists() and not (tmp_path / "model.ckpt").exists()
 
 
 def test_unreadable_checkpoint_is_skipped(tmp_path, capsys):
     (tmp_path / "step.ckpt").write_bytes(b"PK\x03\x04 truncated")
-    assert _resume_point(tmp_path, {"backbone": "mae_tiny"}) is None
+    assert resume_point(tmp_path, {"backbone": "mae_tiny"}) is None
     assert "unreadable" in capsys.readouterr().out
 
 

@@ -111,9 +111,10 @@ def test_hmi_range_is_half_open_in_utc(synthetic_mirror, tmp_path):
     assert dst.attrs["T_OBS"] == ["2011.01.05_00:00:34_TAI", "2011.01.05_12:00:34_TAI"]
 
 
-@pytest.mark.parametrize(("start", "hour"), [("2011-01-05 00:00", 0), ("2011-01-05 06:00", 12)])
+@pytest.mark.parametrize(("start", "hour"), [("2011-01-05 00:00", 0), ("2011-01-05 08:00", 12)])
 def test_cadence_thinning(start, hour, synthetic_mirror, tmp_path):
-    """Cadence keeps the first frame of each bin counted from ``start``."""
+    """Cadence keeps the frame nearest each step counted from ``start`` (frames are 12 h apart,
+    a few seconds after 00:00 and 12:00), and records the step and the offset of each."""
     start = T(start)
     counts = pull_store(
         f"file://{synthetic_mirror / STORES['aia']}",
@@ -130,6 +131,10 @@ def test_cadence_thinning(start, hour, synthetic_mirror, tmp_path):
     assert list(times.floor("h")) == list(
         pd.date_range(start.normalize() + pd.Timedelta(hours=hour), periods=5, freq="D")
     )
+    steps = pd.DatetimeIndex(dst.attrs["sdofm_step"])
+    assert list(steps) == list(pd.date_range(start, periods=5, freq="D"))
+    offsets = np.asarray(dst.attrs["sdofm_step_offset_s"])
+    np.testing.assert_allclose(offsets, (times - steps).total_seconds(), atol=1e-3)
     src = _src(synthetic_mirror, "aia")["2011"]["171A"]
     idx = frame_times(src).get_indexer(times)
     np.testing.assert_array_equal(dst[:], src.get_orthogonal_selection((idx,)))

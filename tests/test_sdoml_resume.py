@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ import pytest
 import zarr
 
 from sdofm import SdofmError
-from sdofm.sources import sdoml
+from sdofm.sources import sdoml_copy
 from sdofm.sources.sdoml import pull_store
 
 CHUNK = re.compile(r"/\d+\.\d+\.\d+$")  # a chunk of a 3-D frame array
@@ -42,22 +44,31 @@ class _Flaky(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def server(synthetic_mirror):
-    handler = type("Handler", (_Flaky,), {"lock": threading.Lock()})
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(synthetic_mirror))
-    )
+@contextmanager
+def serving(base: type[_Flaky], directory: Path):
+    """``directory`` over HTTP on a free loopback port with a fresh subclass of ``base`` (its
+    counters start at zero): (handler class, port)."""
+    handler = type("Handler", (base,), {"lock": threading.Lock(), "chunk_requests": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=directory))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield handler, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    try:
+        yield handler, httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def server(synthetic_mirror):
+    with serving(_Flaky, synthetic_mirror) as (handler, port):
+        yield handler, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
-    monkeypatch.setattr(sdoml, "BACKOFF_SECONDS", 0.01)
-    monkeypatch.setattr(sdoml, "RETRIES", 3)
+    monkeypatch.setattr(sdoml_copy, "BACKOFF_SECONDS", 0.01)
+    monkeypatch.setattr(sdoml_copy, "RETRIES", 3)
 
 
 def _pull(url, out, tiny_config):

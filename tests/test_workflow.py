@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sdofm.benchmarks.result import read_result
-from tests.conftest import ROOT, TINY, snakemake_command
+from tests.conftest import ROOT, TINY, snakemake
 
 pytestmark = pytest.mark.workflow
-
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path = TINY) -> subprocess.CompletedProcess:
-    cmd, env = snakemake_command(
-        workdir, "-s", str(SNAKEFILE), "--configfile", str(configfile), "--cores", "2", *args
-    )
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
 def _tiny_with(tmp_path: Path, **blocks) -> Path:
@@ -41,14 +31,6 @@ def test_the_default_config_runs_every_registered_task():
     from sdofm.benchmarks import TASKS as REGISTERED
 
     assert sorted(REGISTERED) == TASKS
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    run = snakemake(workdir, "all")
-    assert run.returncode == 0, run.stderr[-3000:]
-    return workdir
 
 
 def test_every_report_is_built_with_every_stage(finished_run):

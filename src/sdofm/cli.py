@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from sdofm import SdofmError
+from sdofm import SdofmError, __version__
+from sdofm.config import task_names
 
 __all__ = ["main"]
 
@@ -69,9 +70,12 @@ def _simulate(args, params):
 
 
 def _pull(args, params):
+    import shutil
+
     import pandas as pd
 
     from sdofm.io import atomic_output
+    from sdofm.sources.credentials import check_storage_options
     from sdofm.sources.sdoml import pull_store, store_url
 
     src, data = params["sources"], params["data"]
@@ -81,32 +85,31 @@ def _pull(args, params):
         raise SdofmError(msg)
     start, end = pd.Timestamp(data["start"]), pd.Timestamp(data["end"])
     opts = src.get("storage_options") or {}
+    check_storage_options(opts)
     windows = {}
     if args.period:  # one month's share of the pull, for that month's build
         from sdofm.dataset.build import pull_windows
 
         windows = pull_windows(data, args.period)
+    cadence = pd.Timedelta(minutes=data["cadence_minutes"])
+    tolerance = pd.Timedelta(minutes=data["tolerance_minutes"])
     stores = [
-        (
-            "aia",
-            src["aia_store"],
-            data["aia_channels"],
-            pd.Timedelta(minutes=data["cadence_minutes"]),
-        ),
-        (
-            "hmi",
-            src["hmi_store"],
-            data["hmi_components"],
-            pd.Timedelta(minutes=data["cadence_minutes"]),
-        ),
+        ("aia", src["aia_store"], data["aia_channels"], cadence),
+        ("hmi", src["hmi_store"], data["hmi_components"], cadence),
         ("eve", src["eve_store"], data["eve_lines"], None),
     ]
     if src.get("fits") is not None:  # AIA/HMI come from level-1 FITS (ingest-period): EVE only
         stores = stores[2:]
     counts = {}
-    with atomic_output(args.out) as tmp:
-        tmp.mkdir()
-        for kind, name, names, cadence in stores:
+    # Resumable: after an outage the re-run keeps the stores already pulled and each store's
+    # copied blocks (they live beside the declared output, which Snakemake deletes on failure).
+    with atomic_output(args.out, resumable=True) as tmp:
+        tmp.mkdir(exist_ok=True)
+        kinds = {kind for kind, *_ in stores}
+        for stale in tmp.iterdir():  # stores of an earlier request this one no longer pulls
+            if stale.name.split(".")[0] not in kinds:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        for kind, name, names, step in stores:
             counts[kind] = pull_store(
                 store_url(root, name),
                 tmp / f"{kind}.zarr",
@@ -114,9 +117,11 @@ def _pull(args, params):
                 start=start,
                 end=end,
                 names=names,
-                cadence=cadence,
+                cadence=step,
+                tolerance=tolerance if step is not None else None,
                 storage_options=opts,
                 window=windows.get("eve" if kind == "eve" else "images"),
+                retries=src.get("retries"),
             )
     return counts
 
@@ -236,12 +241,14 @@ def _pretrain(args, params):
     import os
 
     from sdofm.training.layout import watch_requeue_signals
+    from sdofm.training.lock import run_lock
 
     if "SLURM_JOB_ID" in os.environ:
         watch_requeue_signals()  # before the slow imports: SLURM may warn during start-up
-    from sdofm.training.pretrain import pretrain
+    with run_lock(Path(args.out).parent):  # also before them: a second run stops at once
+        from sdofm.training.pretrain import pretrain
 
-    return pretrain(args.dataset, args.out, params)
+        return pretrain(args.dataset, args.out, params)
 
 
 def _embed(args, params):
@@ -259,8 +266,9 @@ def _similar(args, params):
     from sdofm.embeddings.explore import similar_times
 
     found = similar_times(args.embeddings, args.time, k=args.k, exclude_hours=args.exclude_hours)
+    print(f"{'time (UTC)':<16}  {'cosine_distance':>15}  split")
     for row in found.itertuples():
-        print(f"{row.time:%Y-%m-%dT%H:%M}  {row.cosine_distance:.4f}  {row.split}")
+        print(f"{row.time:%Y-%m-%dT%H:%M}  {row.cosine_distance:>15.4f}  {row.split}")
     return {"query": found.attrs["query"], "found": len(found)}
 
 
@@ -304,23 +312,34 @@ def _report(args, params):
     return {"html": args.html}
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdofm", description=__doc__.splitlines()[0])
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Options of every subcommand, taken before or after it (``sdofm pretrain --threads 4``)."""
     parser.add_argument(
         "--threads",
         type=int,
+        default=default,
         help="CPU threads for torch (the rules pass Snakemake's `threads`: several jobs on one "
         "machine must not each spin up a thread per core)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, help_: str, func, *, settings: bool = True) -> argparse.ArgumentParser:
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdofm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _global_options(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    def add(
+        name: str, help_: str, func, *, settings: bool = True, inputs: tuple[str, ...] = ()
+    ) -> argparse.ArgumentParser:
+        """A subcommand; ``inputs`` are the options naming paths that must exist."""
         p = sub.add_parser(name, help=help_, description=help_)
+        _global_options(p, argparse.SUPPRESS)  # a value given before the subcommand stays
         if settings:
             g = p.add_mutually_exclusive_group()
             g.add_argument("--config", help="workflow config YAML (validated; blocks picked out)")
             g.add_argument("--params", help="this stage's config blocks as JSON or a file")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, inputs=inputs)
         return p
 
     p = add("simulate", "write the synthetic Sun as SDOML v2 stores plus ground truth", _simulate)
@@ -339,7 +358,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--goes", nargs="+", help="GOES XRS file(s) (overrides sources.events.goes)")
     p.add_argument("--out", required=True, help="folder for flares.csv, f107.csv, goes_xrs.csv")
     p = add("fetch-events", "download a flare list (HEK) or F10.7 (LISIRD)", _fetch_events)
-    p.add_argument("kind", choices=["flares", "f107"])
+    p.add_argument("kind", choices=["flares", "f107"], help="what to download")
     p.add_argument("--out", required=True, help="the downloaded file (CSV)")
     p = add(
         "ingest",
@@ -349,7 +368,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", help="level-1 FITS files (e.g. a JSOC export)")
     p.add_argument("--out", required=True, help="SDOML v2 store to create or append to")
-    p.add_argument("--instrument", choices=["aia", "hmi"], default="aia")
+    p.add_argument(
+        "--instrument",
+        choices=["aia", "hmi"],
+        default="aia",
+        help="aia: AIA level 1; hmi: line-of-sight magnetograms (hmi.M_720s) as Blos",
+    )
     p.add_argument("--image-size", type=int, default=512, help="pixels per side (SDOML: 512)")
     p.add_argument("--correction-table", help="aiapy degradation table (aia_V*_response_table.txt)")
     p = add(
@@ -379,11 +403,14 @@ def _parser() -> argparse.ArgumentParser:
             "folder for aia.zarr and hmi.zarr",
         ),
     ):
-        p = add(name, help_, _surya, settings=False)
+        p = add(name, help_, _surya, settings=False, inputs=(source.lstrip("-"),))
         p.add_argument(source, required=True, help=source_help)
         p.add_argument("--out", required=True, help=out_help)
     p = add(
-        "build", "build the ML-ready Zarr: aligned index, splits, train-only statistics", _build
+        "build",
+        "build the ML-ready Zarr: aligned index, splits, train-only statistics",
+        _build,
+        inputs=("sdoml", "frames"),
     )
     p.add_argument("--sdoml", required=True, help="folder written by `sdofm pull`")
     p.add_argument("--frames", help="folder with this month's aia.zarr/hmi.zarr (FITS source)")
@@ -391,18 +418,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--period", help="build only this partition (YYYY-MM, its first month), to merge"
     )
-    p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge)
+    p = add("merge", "merge monthly partitions into the ML-ready Zarr", _merge, inputs=("parts",))
     p.add_argument("parts", nargs="+", help="partition stores written by `sdofm build --period`")
     p.add_argument("--out", required=True, help="the ML-ready store (.zarr)")
-    p = add("verify", "check every image chunk of an ML-ready store", _verify, settings=False)
+    p = add(
+        "verify",
+        "check every image chunk of an ML-ready store",
+        _verify,
+        settings=False,
+        inputs=("dataset",),
+    )
     p.add_argument("dataset", help="the ML-ready store (.zarr)")
-    p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain)
-    p.add_argument("--dataset", required=True)
+    p = add("pretrain", "pretrain the backbone (Lightning)", _pretrain, inputs=("dataset",))
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
     p.add_argument("--out", required=True, help="checkpoint path (.ckpt)")
-    p = add("embed", "embeddings of every time step (xarray Zarr)", _embed)
-    p.add_argument("--dataset", required=True)
+    p = add(
+        "embed",
+        "embeddings of every time step (xarray Zarr)",
+        _embed,
+        inputs=("dataset", "checkpoint", "parts"),
+    )
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
     p.add_argument("--checkpoint", help="the pretrained backbone (not with --merge)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the embeddings (.zarr)")
     p.add_argument(
         "--period", help="embed only this partition (YYYY-MM, its first month), as a part to merge"
     )
@@ -412,20 +450,37 @@ def _parser() -> argparse.ArgumentParser:
         "the k time steps nearest a given time in embedding space",
         _similar,
         settings=False,
+        inputs=("embeddings",),
     )
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--time", required=True, help="e.g. 2011-03-07T12:00")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--embeddings", required=True, help="embeddings written by `sdofm embed`")
+    p.add_argument("--time", required=True, help="the query time (UTC), e.g. 2011-03-07T12:00")
+    p.add_argument("-k", type=int, default=5, help="how many times to list (default 5)")
     p.add_argument("--exclude-hours", type=float, default=24.0, help="skip steps this close")
-    p = add("map", "2-D map (PCA) of the embeddings coloured by activity", _map, settings=False)
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--png", required=True)
-    p.add_argument("--csv", required=True)
-    p = add("benchmark", "run a validation task: FM head vs the paper's baseline", _benchmark)
-    p.add_argument("task")
-    for name in ("--dataset", "--embeddings", "--checkpoint", "--out"):
-        p.add_argument(name, required=True)
+    p = add(
+        "map",
+        "2-D map (PCA) of the embeddings coloured by activity",
+        _map,
+        settings=False,
+        inputs=("embeddings", "dataset"),
+    )
+    p.add_argument("--embeddings", required=True, help="embeddings written by `sdofm embed`")
+    p.add_argument("--dataset", required=True, help="the ML-ready store (activity per time)")
+    p.add_argument("--png", required=True, help="the map (PNG)")
+    p.add_argument("--csv", required=True, help="the map's coordinates per time step (CSV)")
+    p = add(
+        "benchmark",
+        "run a validation task: FM head vs the paper's baseline",
+        _benchmark,
+        inputs=("dataset", "embeddings", "checkpoint", "events", "truth"),
+    )
+    p.add_argument("task", choices=task_names(), help="the validation task")
+    for name, help_ in (
+        ("--dataset", "the ML-ready store (.zarr)"),
+        ("--embeddings", "embeddings written by `sdofm embed`"),
+        ("--checkpoint", "the pretrained backbone (.ckpt)"),
+        ("--out", "folder for metrics.json, predictions.csv and samples.nc"),
+    ):
+        p.add_argument(name, required=True, help=help_)
     p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
     p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
     p = add(
@@ -433,10 +488,11 @@ def _parser() -> argparse.ArgumentParser:
         "execute a report notebook with papermill and convert it to HTML",
         _report,
         settings=False,
+        inputs=("notebook",),
     )
-    p.add_argument("--notebook", required=True)
+    p.add_argument("--notebook", required=True, help="the parameterised notebook (.ipynb)")
     p.add_argument("--executed", required=True, help="executed notebook (.ipynb)")
-    p.add_argument("--html", required=True)
+    p.add_argument("--html", required=True, help="the report (self-contained HTML)")
     p.add_argument(
         "-p",
         dest="parameters",
@@ -459,6 +515,19 @@ def _log_to_stderr() -> None:
     sys.stdout.reconfigure(line_buffering=True)
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """A path a subcommand reads that does not exist: one line naming the option."""
+    for dest in args.inputs:
+        value = getattr(args, dest)
+        for path in [value] if isinstance(value, str) else value or []:
+            if "://" not in path and not Path(path).exists():
+                option = {"parts": "--merge" if args.command == "embed" else "parts"}.get(
+                    dest, f"--{dest}"
+                )
+                msg = f"{option}: {path} does not exist"
+                raise SdofmError(msg)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_to_stderr()
@@ -468,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
+        _check_inputs(args)
         if args.command == "report":
             params = dict(p.split("=", 1) for p in args.parameters)
         elif args.command in ("ingest", "similar", "map", "surya-export", "surya-import", "verify"):
@@ -479,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sdofm {args.command}: error: {err}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
+    # The summary line goes to the job log; where stdout is the product (a table), to stderr.
     print(
-        json.dumps({"command": args.command, "seconds": round(elapsed, 2), **summary}, default=str)
+        json.dumps({"command": args.command, "seconds": round(elapsed, 2), **summary}, default=str),
+        file=sys.stderr if args.command == "similar" else sys.stdout,
     )
     return 0
 

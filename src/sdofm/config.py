@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,26 @@ from sdofm import SdofmError
 
 __all__ = [
     "SCHEMA_PATH",
+    "check_task",
     "config_hash",
     "load_config",
     "parse_time",
+    "task_names",
     "validate_block",
     "validate_config",
 ]
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# Package data (a link to workflow/schemas/config.schema.yaml in the repository, the one copy
+# the workflow and the package share), so an installed `sdofm` validates outside the repository.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+_FORMATS = jsonschema.FormatChecker(formats=())
+
+
+@_FORMATS.checks("calendar-date", raises=(ValueError, TypeError))
+def _is_calendar_date(value: object) -> bool:
+    """A date the calendar has (the schema's pattern checks the form, not 2011-02-30)."""
+    return not isinstance(value, str) or bool(pd.Timestamp(value))
 
 
 def _with_defaults(validator_class):
@@ -40,14 +54,40 @@ def _with_defaults(validator_class):
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-def _key(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(p) for p in error.absolute_path)
+def _dates_to_strings(node: Any) -> Any:
+    """Unquoted YAML dates (``start: 2011-01-01``) as the ISO strings a quoted one gives."""
+    if isinstance(node, dict):
+        node.update({k: _dates_to_strings(v) for k, v in node.items()})
+    elif isinstance(node, list):
+        node[:] = [_dates_to_strings(v) for v in node]
+    elif isinstance(node, dt.datetime):
+        if node.tzinfo is not None:
+            node = node.astimezone(dt.UTC).replace(tzinfo=None)
+        return node.strftime("%Y-%m-%dT%H:%M:%S")
+    elif isinstance(node, dt.date):
+        return node.isoformat()
+    return node
+
+
+def _message(error: jsonschema.ValidationError) -> tuple[str, str]:
+    """(key, one-line message) of a schema error: unknown keys get "did you mean"."""
+    path = [str(p) for p in error.absolute_path]
     if error.validator == "required":
-        missing = error.message.split("'")[1]
-        path = f"{path}.{missing}" if path else missing
+        path.append(error.message.split("'")[1])
+        return ".".join(path), "is required but missing"
     if error.validator == "additionalProperties":
-        path = path or "<top level>"
-    return path or "<top level>"
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))[0]
+        key = ".".join([*path, unknown])
+        close = difflib.get_close_matches(unknown, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+        return key, f"is not a known key ({hint})"
+    if error.validator == "pattern" and "description" in error.schema:
+        return ".".join(path), f"{error.instance!r} is not {error.schema['description']}"
+    if error.validator == "format" and "description" in error.schema:
+        what = f"a day of the calendar (expected {error.schema['description']})"
+        return ".".join(path), f"{error.instance!r} is not {what}"
+    return ".".join(path), error.message
 
 
 def parse_time(value: str, *, key: str = "time") -> pd.Timestamp:
@@ -59,47 +99,82 @@ def parse_time(value: str, *, key: str = "time") -> pd.Timestamp:
         raise SdofmError(msg) from None
 
 
+def _fail(key: str, message: str):
+    msg = f"config key '{key}': {message}"
+    raise SdofmError(msg)
+
+
 def _check_ranges(config: Mapping[str, Any]) -> None:
-    """Checks a JSON schema cannot express: ordered time ranges."""
-    pairs = [("data", config.get("data", {}))]
-    if "synthetic" in config:
-        pairs.append(("synthetic", config["synthetic"]))
-    for section, block in pairs:
+    """What a JSON schema cannot express: ordered time ranges, splits inside the data range."""
+    for section in ("data", "synthetic"):
+        block = config.get(section, {})
         if "start" in block and "end" in block:
             start = parse_time(block["start"], key=f"{section}.start")
             end = parse_time(block["end"], key=f"{section}.end")
             if end <= start:
-                msg = (
-                    f"config key '{section}.end': {block['end']} is not after "
-                    f"{section}.start {block['start']}: the time range is empty"
+                _fail(
+                    f"{section}.end",
+                    f"{block['end']} is not after {section}.start {block['start']}: "
+                    "the time range is empty",
                 )
-                raise SdofmError(msg)
+    data = config.get("data", {})
     for name in ("val", "test"):
         for i, (a, b) in enumerate(config.get("splits", {}).get(name, [])):
             key = f"splits.{name}.{i}"
-            if parse_time(b, key=key) <= parse_time(a, key=key):
-                msg = f"config key '{key}': interval [{a}, {b}) is empty"
-                raise SdofmError(msg)
+            start, end = parse_time(a, key=key), parse_time(b, key=key)
+            if end <= start:
+                _fail(key, f"interval [{a}, {b}) is empty")
+            if (
+                "start" in data
+                and "end" in data
+                and (end <= parse_time(data["start"]) or start >= parse_time(data["end"]))
+            ):
+                _fail(
+                    key,
+                    f"interval [{a}, {b}) lies outside the data range "
+                    f"[{data['start']}, {data['end']}) (data.start, data.end): it has no rows",
+                )
+
+
+def _check_channels(config: Mapping[str, Any]) -> None:
+    """Channels a benchmark needs must be inputs of the data set."""
+    data, tasks = config.get("data", {}), config.get("benchmarks", {})
+    aia = data.get("aia_channels", [])
+    target = tasks.get("missing_channel", {}).get("target")
+    if target is not None and (target not in aia or len(aia) < 2):
+        _fail(
+            "benchmarks.missing_channel.target",
+            f"{target!r} must be one of at least two AIA channels of data.aia_channels {aia}",
+        )
 
 
 def _validate(instance: Any, schema: dict[str, Any], prefix: str = "") -> None:
-    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    _dates_to_strings(instance)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema, format_checker=_FORMATS)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
-        err = jsonschema.exceptions.best_match(errors)
-        key = _key(err)
-        key = prefix if key == "<top level>" and prefix else ".".join(filter(None, [prefix, key]))
-        msg = f"config key '{key}': {err.message}"
+        key, message = _message(jsonschema.exceptions.best_match(errors))
+        _fail(".".join(filter(None, [prefix, key])) or "<top level>", message)
+
+
+def _schema(schema_path: Path) -> dict[str, Any]:
+    if not Path(schema_path).is_file():
+        msg = f"the config schema {schema_path} is missing: reinstall the sdofm package"
         raise SdofmError(msg)
+    return yaml.safe_load(Path(schema_path).read_text())
 
 
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Validate ``config`` in place (filling defaults) and return it.
+    """Validate ``config`` in place (filling defaults, dates as strings) and return it.
 
     Raises `SdofmError` with a one-line message that names the offending key.
     """
-    _validate(config, yaml.safe_load(Path(schema_path).read_text()))
+    from sdofm.sources.credentials import check_sources
+
+    _validate(config, _schema(schema_path))
     _check_ranges(config)
+    _check_channels(config)
+    check_sources(config.get("sources", {}))  # credentials belong in the environment
     return config
 
 
@@ -109,12 +184,35 @@ def validate_block(block: Any, *path: str, schema_path: Path = SCHEMA_PATH) -> A
     What a rule passes to `sdofm <stage> --params` is checked against the same schema as the
     config file, so a hand-written ``--params`` gets the same one-line errors.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = _schema(schema_path)
     sub = schema
     for key in path:
         sub = sub["properties"][key]
     _validate(block, sub | {"definitions": schema.get("definitions", {})}, ".".join(path))
     return block
+
+
+def task_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
+    """The benchmark tasks, one block each under ``benchmarks:`` in the schema (no torch import)."""
+    return sorted(_schema(schema_path)["properties"]["benchmarks"]["properties"])
+
+
+def check_task(task: str, tasks: Iterable[str]) -> None:
+    """A task output was asked of ``task``, which the config does not run: one line with its tasks.
+
+    Snakemake itself would only say that no rule produces the file.
+    """
+    tasks = sorted(tasks)
+    if task in tasks:
+        return
+    known = task_names()
+    if task in known:
+        msg = f"'{task}' has no benchmarks.{task} block in the config (it runs: {', '.join(tasks)})"
+        raise SdofmError(msg)
+    others = [t for t in known if t not in tasks]
+    also = f"; also known: {', '.join(others)}" if others else ""
+    msg = f"'{task}' is not a benchmark task (this config runs: {', '.join(tasks)}{also})"
+    raise SdofmError(msg)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -24,8 +24,8 @@ rule run_benchmark:
         settings=benchmark_params,
         out_dir=subpath(output.metrics, parent=True),
     shell:
-        "sdofm --threads {threads} benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset}"
-        " --embeddings {input.embeddings} --checkpoint {input.checkpoint}"
-        " --events {input.events} --out {params.out_dir}"
+        "sdofm --threads {threads} benchmark {wildcards.task} --params {params.settings} --dataset {input.dataset:q}"
+        " --embeddings {input.embeddings:q} --checkpoint {input.checkpoint:q}"
+        " --events {input.events:q} --out {params.out_dir:q}"
         + (f" --truth {RESULTS}/synthetic/ground_truth" if SYNTHETIC else "")
-        + " > {log} 2>&1"
+        + " > {log:q} 2>&1"

@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from sdofm import SdofmError
-from sdofm.config import validate_config
+from sdofm.config import check_task, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
@@ -44,8 +44,14 @@ PERIODS = partitions(
     config["data"]
 )  # pull, build and embeddings run as one job per month, then a merge
 NOTEBOOKS = os.path.join(workflow.basedir, "..", "notebooks")
-# The software of every rule: the pinned environment of the repository (same pins as pyproject).
-ENV = "../../environment.yml"
+# The software of all rules with --software-deployment-method conda, the pinned environment of
+# the repository (same pins as pyproject); its post-deploy script installs this checkout's
+# package, which it finds through SDOFM_WORKFLOW_ROOT.
+ENV = "../envs/sdofm.yaml"
+# (Set here for that script, not read: nothing for a user to provide.)
+os.environ.update(
+    SDOFM_WORKFLOW_ROOT=os.path.abspath(os.path.join(workflow.basedir, ".."))
+)
 
 
 wildcard_constraints:
@@ -54,11 +60,28 @@ wildcard_constraints:
     kind="flares|f107",
 
 
-def as_arg(*sections):
-    """Config blocks as one shell-quoted JSON argument for `sdofm ... --params`."""
-    blocks = (
-        {s: config[s] for s in sections} if len(sections) > 1 else config[sections[0]]
-    )
+# How the SDOML v2 stores are reached: only the pull reads these.
+SOURCE_ACCESS = ("sources.storage_options", "sources.retries")
+
+
+def as_arg(*sections, omit=()):
+    """Config blocks as one shell-quoted JSON argument for `sdofm ... --params`, without the
+    keys in `omit` ("sources.storage_options"): what a rule's command does not read (the
+    config holds no credentials: validation refuses them)."""
+    blocks = {s: dict(config[s]) for s in sections}
+    for key in omit:
+        section, name = key.split(".")
+        blocks[section].pop(name, None)
+    blocks = blocks if len(sections) > 1 else blocks[sections[0]]
+    return shlex.quote(json.dumps(blocks, sort_keys=True))
+
+
+def events_settings():
+    """What `sdofm events` reads, no more: a change elsewhere (image size, channels) keeps it."""
+    blocks = {
+        "sources": {k: config["sources"][k] for k in ("sdoml", "events")},
+        "data": {k: config["data"][k] for k in ("start", "end")},
+    }
     return shlex.quote(json.dumps(blocks, sort_keys=True))
 
 
@@ -104,6 +127,16 @@ def runtime_for(minutes):
         return minutes * attempt
 
     return runtime
+
+
+def unknown_task(wildcards):
+    """Input function of `unknown_task`, which stops listing the tasks where Snakemake would
+    only say that no rule produces the file."""
+    try:
+        check_task(wildcards.unknown, TASKS)
+    except SdofmError as err:
+        sys.exit(f"Unknown target {RESULTS}/{wildcards.unknown}/...: {err}")
+    return []
 
 
 def all_reports():

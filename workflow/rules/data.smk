@@ -13,7 +13,7 @@ rule simulate_sun:
     params:
         settings=as_arg("synthetic"),
     shell:
-        "sdofm simulate --params {params.settings} --out {output} > {log} 2>&1"
+        "sdofm simulate --params {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule pull_sdoml:
@@ -35,9 +35,9 @@ rule pull_sdoml:
     shell:
         # One job per month (what that month's build reads). The synthetic mirror is this
         # rule's input; a real source is the URL in the config.
-        "sdofm pull --params {params.settings} --period {wildcards.period} --out {output}"
-        + (" --source {input}" if SYNTHETIC else "")
-        + " > {log} 2>&1"
+        "sdofm pull --params {params.settings} --period {wildcards.period} --out {output:q}"
+        + (" --source {input:q}" if SYNTHETIC else "")
+        + " > {log:q} 2>&1"
 
 
 rule ingest_fits:
@@ -56,12 +56,12 @@ rule ingest_fits:
         mem_mb=4000,
         runtime=runtime_for(240),
     params:
-        settings=as_arg("sources", "data"),
+        settings=as_arg("sources", "data", omit=SOURCE_ACCESS),
         files=fits_args,
     shell:
         # level-1 FITS of one month (sources.fits) into aia.zarr and hmi.zarr (Blos)
         "sdofm ingest-period --params {params.settings} --period {wildcards.period}"
-        " --out {output} {params.files} > {log} 2>&1"
+        " --out {output:q} {params.files} > {log:q} 2>&1"
 
 
 rule build_partition:
@@ -82,9 +82,9 @@ rule build_partition:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm build --params {params.settings} --sdoml {input.sdoml} --period {wildcards.period}"
-        + (" --frames {input.frames}" if FITS else "")
-        + " --out {output} > {log} 2>&1"
+        "sdofm build --params {params.settings} --sdoml {input.sdoml:q} --period {wildcards.period}"
+        + (" --frames {input.frames:q}" if FITS else "")
+        + " --out {output:q} > {log:q} 2>&1"
 
 
 rule build_dataset:
@@ -105,7 +105,7 @@ rule build_dataset:
     params:
         settings=as_arg("data", "splits"),
     shell:
-        "sdofm merge --params {params.settings} --out {output.store} {input} > {log} 2>&1"
+        "sdofm merge --params {params.settings} --out {output.store:q} {input:q} > {log:q} 2>&1"
 
 
 rule fetch_events:
@@ -124,7 +124,7 @@ rule fetch_events:
         settings=as_arg("data"),
     shell:
         # flares from HEK, F10.7 from LISIRD: online sources named in sources.events
-        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output} > {log} 2>&1"
+        "sdofm fetch-events {wildcards.kind} --params {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule collect_events:
@@ -143,7 +143,7 @@ rule collect_events:
         mem_mb=2000,
         runtime=runtime_for(10),
     params:
-        settings=as_arg("sources", "data"),
+        settings=events_settings(),
         files=event_args,
     shell:
-        "sdofm events --params {params.settings} --out {output} {params.files} > {log} 2>&1"
+        "sdofm events --params {params.settings} --out {output:q} {params.files} > {log:q} 2>&1"

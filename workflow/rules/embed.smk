@@ -18,8 +18,8 @@ rule embed_month:
     params:
         settings=as_arg("embed"),
     shell:
-        "sdofm --threads {threads} embed --params {params.settings} --dataset {input.dataset}"
-        " --checkpoint {input.checkpoint} --period {wildcards.period} --out {output} > {log} 2>&1"
+        "sdofm --threads {threads} embed --params {params.settings} --dataset {input.dataset:q}"
+        " --checkpoint {input.checkpoint:q} --period {wildcards.period} --out {output:q} > {log:q} 2>&1"
 
 
 rule embed_times:
@@ -42,8 +42,8 @@ rule embed_times:
     params:
         settings=as_arg("embed"),
     shell:
-        "sdofm embed --params {params.settings} --dataset {input.dataset} --out {output}"
-        " --merge {input.parts} > {log} 2>&1"
+        "sdofm embed --params {params.settings} --dataset {input.dataset:q} --out {output:q}"
+        " --merge {input.parts:q} > {log:q} 2>&1"
 
 
 rule map_embeddings:
@@ -67,5 +67,5 @@ rule map_embeddings:
         mem_mb=2000,
         runtime=runtime_for(20),
     shell:
-        "sdofm map --embeddings {input.embeddings} --dataset {input.dataset}"
-        " --png {output.png} --csv {output.csv} > {log} 2>&1"
+        "sdofm map --embeddings {input.embeddings:q} --dataset {input.dataset:q}"
+        " --png {output.png:q} --csv {output.csv:q} > {log:q} 2>&1"

@@ -30,4 +30,4 @@ rule pretrain_backbone:
         # the job nodes and tasks_per_node (Lightning turns the tasks into DDP ranks).
         launcher=training_launcher,
     shell:
-        "{params.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input} --out {output.checkpoint} > {log} 2>&1"
+        "{params.launcher} sdofm --threads {threads} pretrain --params {params.settings} --dataset {input:q} --out {output.checkpoint:q} > {log:q} 2>&1"

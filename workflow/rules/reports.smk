@@ -22,10 +22,10 @@ rule render_report:
         mem_mb=2000,
         runtime=runtime_for(30),
     shell:
-        "sdofm report --notebook {input.notebook} --executed {output.executed}"
-        " --html {output.html} -p metrics_path={input.metrics}"
-        " -p predictions_path={input.predictions}"
-        " -p samples_path={input.samples} > {log} 2>&1"
+        "sdofm report --notebook {input.notebook:q} --executed {output.executed:q}"
+        " --html {output.html:q} -p metrics_path={input.metrics:q}"
+        " -p predictions_path={input.predictions:q}"
+        " -p samples_path={input.samples:q} > {log:q} 2>&1"
 
 
 rule render_summary:
@@ -56,7 +56,7 @@ rule render_summary:
         backbone=BACKBONE,
         tasks=",".join(TASKS),
     shell:
-        "sdofm report --notebook {input.notebook} --executed {output.executed}"
-        " --html {output.html} -p results_dir={params.results}"
-        " -p backbone={params.backbone}"
-        " -p tasks={params.tasks} > {log} 2>&1"
+        "sdofm report --notebook {input.notebook:q} --executed {output.executed:q}"
+        " --html {output.html:q} -p results_dir={params.results:q}"
+        " -p backbone={params.backbone:q}"
+        " -p tasks={params.tasks:q} > {log:q} 2>&1"

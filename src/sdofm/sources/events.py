@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sdofm import SdofmError
+from sdofm.sources.credentials import redact_url
 from sdofm.sources.f107 import read_f107
 from sdofm.sources.flarelists import FLARE_COLUMNS, flare_labels, read_flare_list
 from sdofm.sources.goes import (
@@ -58,8 +59,8 @@ def read_eve(
     Returns one column per line (all lines when ``lines`` is None) indexed by observation time
     (UTC, naive), limited to [start, end). Negative values (the store's fill, -1) become NaN.
     """
-    url = str(url_or_path)
-    store = open_store(url, storage_options)
+    store = open_store(str(url_or_path), storage_options)
+    url = redact_url(str(url_or_path))  # what messages name: no user or password
     if EVE_GROUP not in store:
         msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
         raise SdofmError(msg)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pandas as pd
 import zarr
@@ -19,13 +15,15 @@ import zarr
 from sdofm import SdofmError
 from sdofm.io import atomic_output
 from sdofm.progress import progress as progress_counter
+from sdofm.sources.credentials import redact_url
+from sdofm.sources.sdoml_copy import Progress, copy_frames, with_retries, writing
 from sdofm.sources.sdoml_layout import (
     COMPRESSOR,
     EVE_GROUP,
-    FRAME_CHUNK,
     create_eve_arrays,
     format_eve_times,
 )
+from sdofm.sources.sdoml_select import select_frames
 
 __all__ = [
     "AIA_CHANNELS",
@@ -62,7 +60,7 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.
         opts = None  # local files take no storage options
         path = url.removeprefix("file://")
         if not Path(path).exists():
-            msg = f"no SDOML v2 store at {url}: the path does not exist"
+            msg = f"no SDOML v2 store at {redact_url(url)}: the path does not exist"
             raise SdofmError(msg)
     elif url.startswith(("http://", "https://")) and opts:
         # 'anon' (no credentials, for s3/gcs) means nothing to HTTP, which would pass it on
@@ -72,7 +70,7 @@ def open_store(url: str, storage_options: dict[str, Any] | None = None) -> zarr.
         return zarr.open_group(url, mode="r", storage_options=opts)
     except Exception as err:  # fsspec/zarr raise many types for a missing store
         msg = f"cannot open SDOML v2 store at {url}: {type(err).__name__}: {err}"
-        raise SdofmError(msg) from None
+        raise SdofmError(redact_url(msg)) from None
 
 
 def parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
@@ -124,98 +122,12 @@ def _year_groups(store: zarr.Group, start: pd.Timestamp, end: pd.Timestamp) -> l
     return [y for y in years if start.year <= int(y) <= end.year]
 
 
-def _select(times: pd.DatetimeIndex, start, end, cadence: pd.Timedelta | None) -> np.ndarray:
-    """Indices of frames in [start, end), thinned to at most one per cadence bin."""
-    inside = np.flatnonzero((times >= start) & (times < end))
-    if cadence is None or len(inside) == 0:
-        return inside
-    bins = ((times[inside] - start) // cadence).to_numpy()
-    _, first = np.unique(bins, return_index=True)
-    return inside[first]
-
-
-RETRIES = 5
-BACKOFF_SECONDS = 1.0
-
-
-def with_retries(
-    read: Callable[[], Any], what: str, *, retries: int | None = None, backoff: float | None = None
-) -> Any:
-    """Call ``read``, retrying transient I/O errors with exponential backoff (1, 2, 4 … s).
-
-    A missing object (FileNotFoundError, e.g. HTTP 404) is not transient and is raised at once.
-    """
-    retries = RETRIES if retries is None else retries
-    backoff = BACKOFF_SECONDS if backoff is None else backoff
-    for attempt in range(retries + 1):
-        try:
-            return read()
-        except FileNotFoundError:
-            raise
-        except (OSError, aiohttp.ClientError, TimeoutError) as err:
-            if attempt == retries:
-                msg = f"reading {what} failed after {retries + 1} attempts: {err}"
-                raise SdofmError(msg) from None
-            time.sleep(backoff * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-class _Progress:
-    """Which blocks of an interrupted pull are already copied (a JSON file in the partial store)."""
-
-    def __init__(self, store: Path, request: dict[str, Any]):
-        self.path = store / ".sdofm_pull.json"
-        self.request = request
-        saved = json.loads(self.path.read_text()) if self.path.exists() else {}
-        same = saved.get("request") == request
-        self.done: set[str] = set(saved.get("done", [])) if same else set()
-        self.resumed = bool(self.done)
-
-    def mark(self, key: str) -> None:
-        self.done.add(key)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"request": self.request, "done": sorted(self.done)}))
-        os.replace(tmp, self.path)
-
-
-def _copy_array(
-    src: zarr.Array,
-    dst_group: zarr.Group,
-    name: str,
-    idx: np.ndarray,
-    progress: _Progress,
-    counter: Any,
-) -> None:
-    shape = (len(idx), *src.shape[1:])
-    key = f"{dst_group.path}/{name}"
-    if name in dst_group and dst_group[name].shape == shape and progress.resumed:
-        dst = dst_group[name]  # carrying on after an interruption
-    else:
-        dst = dst_group.create_array(
-            name,
-            shape=shape,
-            chunks=(FRAME_CHUNK, *src.shape[1:]),
-            dtype=src.dtype,
-            compressors=COMPRESSOR,
-            overwrite=True,
-        )
-    # Blocks of 60 frames (whole 15-frame chunks) bound memory; each is fetched with retries
-    # and recorded, so a re-run after an interruption fetches only the missing blocks.
-    for lo in range(0, len(idx), 60):
-        block = idx[lo : lo + 60]
-        if f"{key}:{lo}" not in progress.done:
-            dst[lo : lo + len(block)] = with_retries(
-                lambda block=block: src.get_orthogonal_selection((block,)), f"{src.path} frames"
-            )
-            progress.mark(f"{key}:{lo}")
-        counter.update(len(block))
-    attrs = {}
-    for key, value in src.attrs.asdict().items():
-        if isinstance(value, list) and len(value) == src.shape[0]:
-            attrs[key] = [value[i] for i in idx]
-        else:
-            attrs[key] = value
-    dst.update_attributes(attrs)
+def _finished(out: Path, request: dict[str, Any]) -> dict[str, int] | None:
+    """The counts of a finished pull of the same request at ``out`` (a re-run has nothing to do)."""
+    if not (out / ".zattrs").is_file():
+        return None
+    done = zarr.open_group(out, mode="r").attrs.get("sdofm_pull") or {}
+    return done.get("counts") if done.get("request") == request else None
 
 
 def pull_store(
@@ -227,89 +139,143 @@ def pull_store(
     end: pd.Timestamp,
     names: Sequence[str],
     cadence: pd.Timedelta | None = None,
+    tolerance: pd.Timedelta | None = None,
     storage_options: dict[str, Any] | None = None,
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    retries: int | None = None,
 ) -> dict[str, int]:
     """Copy a time range and a set of channels of an SDOML v2 store to ``out``.
 
     ``kind`` is ``"aia"``/``"hmi"`` (year groups of frame arrays, names are channels) or ``"eve"``
-    (the MEGS-A group, names are lines). The copy keeps the SDOML v2 layout and attrs. It is
-    written through `atomic_output`, so an interrupted pull leaves nothing that looks complete.
-    With ``window`` only the frames a pull of [start, end) selects that fall in [lo, hi) are
-    copied (a month's share of the pull: the cadence bins still count from ``start``).
+    (the MEGS-A group, names are lines). The copy keeps the SDOML v2 layout and attrs. With
+    ``cadence``, the frame nearest each step ``start + k·cadence`` within ``tolerance`` (default
+    half the cadence) is kept, and each frame's step and offset are recorded in the per-frame
+    attrs ``sdofm_step`` and ``sdofm_step_offset_s`` (see `select_frames`). With ``window`` only
+    the frames such a pull selects that fall in [lo, hi) are copied (a month's share of the pull).
+
+    The copy is written through `atomic_output` in resumable blocks: an interrupted pull leaves
+    nothing that looks complete, and a re-run fetches only what is missing; a re-run of a
+    finished pull of the same request fetches nothing. The URL is recorded (attr
+    ``sdofm_source``) and reported without any user or password it holds.
     Returns the number of frames copied per name.
     """
-    src = open_store(url, storage_options)
+    out = Path(out)
+    safe = redact_url(url)
+    if cadence is not None and tolerance is None:
+        tolerance = cadence / 2
     request = {
-        "url": url,
+        "url": safe,
         "kind": kind,
         "start": str(start),
         "end": str(end),
         "names": list(names),
         "cadence": str(cadence),
+        "tolerance": str(tolerance),
         "window": [str(t) for t in window] if window else None,
     }
+    counts = _finished(out, request)
+    if counts is not None:
+        return counts
+    src = open_store(url, storage_options)
     with atomic_output(out, resumable=True) as tmp:
-        progress = _Progress(tmp, request)
+        progress = Progress(tmp, request)
         if not progress.resumed and tmp.exists():  # a partial pull of another request
             shutil.rmtree(tmp)
-        span = (start, end, window or (start, end))
-        counts = _pull(src, url, tmp, kind, span, names, cadence, progress)
-        progress.path.unlink(missing_ok=True)
+        span = (start, end, cadence, tolerance, window)
+        try:
+            counts = _pull(src, safe, tmp, kind, span, names, progress, retries)
+        except SdofmError as err:  # a message may quote a URL the source's error held
+            raise SdofmError(redact_url(str(err))) from None
+        with writing(tmp):
+            zarr.open_group(tmp, mode="a").update_attributes(
+                {"sdofm_pull": {"request": request, "counts": counts}}
+            )
+            progress.path.unlink(missing_ok=True)
         return counts
-
-
-def _frames_in(times: pd.DatetimeIndex, span: tuple, cadence: pd.Timedelta | None) -> np.ndarray:
-    """The frames a pull of [start, end) at ``cadence`` copies, restricted to [lo, hi)."""
-    start, end, (lo, hi) = span
-    idx = _select(times, start, end, cadence)
-    return idx[(times[idx] >= lo) & (times[idx] < hi)]
 
 
 def _in_range(src: zarr.Group, kind: str, names: Sequence[str], span: tuple) -> bool:
     """Whether the store has frames of ``names`` anywhere in [start, end) (not just the window)."""
-    start, end, window = span
-    if window == (start, end):
-        return False  # (asked only when the window, here the whole range, has none)
+    start, end, _, _, window = span
+    if window is None:
+        return False  # (asked only when the whole range has none)
     if kind == "eve":
-        return len(_select(eve_times(src[EVE_GROUP]), start, end, None)) > 0
+        return len(select_frames(eve_times(src[EVE_GROUP]), start, end)) > 0
     return any(
-        len(_select(frame_times(src[year][name]), start, end, None))
+        len(select_frames(frame_times(src[year][name]), start, end))
         for year in _year_groups(src, start, end)
         for name in names
         if name in src[year]
     )
 
 
-def _pull(src, url, tmp, kind, span, names, cadence, progress) -> dict[str, int]:
-    start, end, (lo, hi) = span
-    dst = zarr.open_group(tmp, mode="a" if progress.resumed else "w", zarr_format=2)
-    dst.update_attributes({**src.attrs.asdict(), "sdofm_source": url})
-    counts: dict[str, int] = {}
+def _pull_eve(src, url, dst, span, names, retries) -> dict[str, int]:
+    start, end, cadence, tolerance, window = span
+    if EVE_GROUP not in src:
+        msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
+        raise SdofmError(msg)
+    g = src[EVE_GROUP]
+    missing = [name for name in names if name not in g]
+    if missing:
+        msg = f"EVE lines {missing} are not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
+        raise SdofmError(msg)
+    times = with_retries(lambda: eve_times(g), f"{url} EVE times", retries=retries)
+    idx = select_frames(
+        times, start, end, cadence=cadence, tolerance=tolerance, window=window
+    ).index
+    # SDOML v2's layout whatever the source wrote: Time as <U23, its codec and chunking.
+    arrays = create_eve_arrays(dst, len(idx), names)
+    arrays["Time"][:] = format_eve_times(times[idx])
+    counts = {"Time": len(idx)}
+    for name in names:
+        values = with_retries(
+            lambda name=name: g[name].get_orthogonal_selection((idx,)) if len(idx) else [],
+            f"{url}/{EVE_GROUP}/{name}",
+            retries=retries,
+        )
+        if len(idx):
+            arrays[name][:] = np.asarray(values, np.float32)
+        arrays[name].update_attributes(g[name].attrs.asdict())
+        counts[name] = len(idx)
+    return counts
+
+
+def _plan(src, url, span, names, retries) -> list[tuple]:
+    """(year, name, array, selection, per-frame attrs) of every array to copy, selected across
+    year groups (the frame nearest a step at New Year may sit in either year's group)."""
+    start, end, cadence, tolerance, window = span
+    margin = 2 * tolerance if cadence is not None else pd.Timedelta(0)
+    lo, hi = window or (start, end)
+    years = _year_groups(src, max(start, lo) - margin, min(end, hi) + margin)
+    plan = []
+    for name in names:
+        parts = [src[y][name] for y in years if name in src[y]]  # channels differ by year
+        times = [
+            with_retries(lambda a=a: frame_times(a), f"{url} {a.path} times", retries=retries)
+            for a in parts
+        ]
+        if not parts:
+            continue
+        every = times[0].append(times[1:]) if len(times) > 1 else times[0]
+        chosen = select_frames(
+            every, start, end, cadence=cadence, tolerance=tolerance, window=window
+        )
+        bounds = np.cumsum([0, *map(len, times)])
+        for arr, t, a, b in zip(parts, times, bounds[:-1], bounds[1:], strict=True):
+            part = chosen.part(a, b)
+            if len(part):
+                plan.append((arr.path.split("/")[0], name, arr, part, part.attrs(t)))
+    return plan
+
+
+def _pull(src, url, tmp, kind, span, names, progress, retries) -> dict[str, int]:
+    start, end = span[:2]
+    with writing(tmp):
+        dst = zarr.open_group(tmp, mode="a" if progress.resumed else "w", zarr_format=2)
+        dst.update_attributes({**src.attrs.asdict(), "sdofm_source": url})
     if kind == "eve":
-        if EVE_GROUP not in src:
-            msg = f"{url} has no {EVE_GROUP} group: not an SDOML v2 EVE store"
-            raise SdofmError(msg)
-        g = src[EVE_GROUP]
-        missing = [name for name in names if name not in g]
-        if missing:
-            msg = f"EVE lines {missing} are not in {url}/{EVE_GROUP} (has {sorted(g.array_keys())})"
-            raise SdofmError(msg)
-        times = with_retries(lambda: eve_times(g), f"{url} EVE times")
-        idx = _frames_in(times, span, cadence)
-        # SDOML v2's layout whatever the source wrote: Time as <U23, its codec and chunking.
-        arrays = create_eve_arrays(dst, len(idx), names)
-        arrays["Time"][:] = format_eve_times(times[idx])
-        counts["Time"] = len(idx)
-        for name in names:
-            values = with_retries(
-                lambda name=name: g[name].get_orthogonal_selection((idx,)) if len(idx) else [],
-                f"{url}/{EVE_GROUP}/{name}",
-            )
-            if len(idx):
-                arrays[name][:] = np.asarray(values, np.float32)
-            arrays[name].update_attributes(g[name].attrs.asdict())
-            counts[name] = len(idx)
+        with writing(tmp):
+            counts = _pull_eve(src, url, dst, span, names, retries)
     else:
         years = _year_groups(src, start, end)
         absent = [n for n in names if years and not any(n in src[y] for y in years)]
@@ -320,21 +286,15 @@ def _pull(src, url, tmp, kind, span, names, cadence, progress) -> dict[str, int]
             )
             shutil.rmtree(tmp)  # nothing to resume: the request itself is wrong
             raise SdofmError(msg)
-        plan = []  # every array's frames first, so the progress lines know the total
-        for year in _year_groups(src, max(start, lo), min(end, hi)):
-            dst.require_group(year)
-            for name in names:
-                if name not in src[year]:
-                    continue  # channels differ between years; alignment records the gap
-                arr = src[year][name]
-                times = with_retries(lambda arr=arr: frame_times(arr), f"{url} {arr.path} times")
-                idx = _frames_in(times, span, cadence)
-                if len(idx):
-                    plan.append((year, name, arr, idx))
-        with progress_counter(sum(len(p[3]) for p in plan), f"pull {kind}", "frames") as bar:
-            for year, name, arr, idx in plan:
-                _copy_array(arr, dst[year], name, idx, progress, bar)
-                counts[name] = counts.get(name, 0) + len(idx)
+        plan = _plan(src, url, span, names, retries)
+        counts = {}
+        total = sum(len(p[3]) for p in plan)  # every array's frames first: the progress total
+        with progress_counter(total, f"pull {kind}", "frames") as bar:
+            for year, name, arr, part, attrs in plan:
+                with writing(tmp):
+                    group = dst.require_group(year)
+                copy_frames(arr, tmp, group, name, part.index, attrs, progress, bar, retries)
+                counts[name] = counts.get(name, 0) + len(part)
     # A month without frames is a gap the build records; a range without any is an error.
     if sum(counts.get(n, 0) for n in names) == 0 and not _in_range(src, kind, names, span):
         shutil.rmtree(tmp)  # nothing to resume: the request itself is empty

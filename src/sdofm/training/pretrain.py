@@ -9,18 +9,16 @@ the checkpoint, so the resumed run ends with the weights an uninterrupted run wo
 from __future__ import annotations
 
 import json
-import math
 import os
-import random
+import pickle
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
@@ -28,145 +26,14 @@ from sdofm import SdofmError
 from sdofm.dataset.loader import open_dataset
 from sdofm.dataset.splits import split_intervals
 from sdofm.models import backbone_kwargs, build_backbone
+from sdofm.models.checkpoint import unsafe_checkpoint
 from sdofm.training.cluster import Requeue, cluster_layout
-from sdofm.training.datamodule import ResumableLoader, SDODataModule
+from sdofm.training.datamodule import SDODataModule
+from sdofm.training.lock import run_lock
+from sdofm.training.module import Pretrainer
+from sdofm.training.resume import dataset_identity, resume_point, runtime
 
 __all__ = ["Pretrainer", "hardware", "pretrain"]
-
-
-class Pretrainer(L.LightningModule):
-    """Steps, optimiser, schedule and logging around a backbone given from outside.
-
-    The backbone's ``forward(x)`` returns ``(loss, prediction, mask)``; validation draws its
-    masks from a fixed generator, so validation losses are comparable across epochs and
-    validation never touches the training RNG.
-    """
-
-    def __init__(
-        self,
-        net: torch.nn.Module,
-        *,
-        backbone: str,
-        net_kwargs: dict[str, Any],
-        channels: list[str],
-        frames: int,
-        spacing: int,
-        dataset_hash: str,
-        pretrain_intervals: list[list[str]],
-        learning_rate: float,
-        weight_decay: float,
-        warmup_epochs: int,
-        max_epochs: int,
-        seed: int,
-        kl_warmup_epochs: int = 0,
-    ):
-        super().__init__()
-        self.net = net
-        self.save_hyperparameters(ignore=["net"])
-        # Loss per step and per validation pass; kept in the checkpoint so that a resumed run
-        # has the whole history (the CSV log of a killed process may not have been flushed).
-        self.history: dict[str, list] = {"train": [], "val": []}
-        self._val_losses: list[float] = []
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        # VAE: KL warm-up, beta rising linearly from 0 to its configured value.
-        hp = self.hparams
-        if hasattr(self.net, "beta"):
-            warmup = hp.kl_warmup_epochs * max(1, self._total_steps() // hp.max_epochs)
-            scale = min(1.0, self.global_step / warmup) if warmup else 1.0
-            self.net.beta = hp.net_kwargs["beta"] * scale
-
-    def training_step(self, batch, batch_idx):
-        loss, _, _ = self.net(batch[0])
-        if not torch.isfinite(loss):
-            hp = self.hparams
-            msg = (
-                f"the training loss is {loss.item()} at step {self.global_step} (epoch "
-                f"{self.current_epoch}): lower pretrain.learning_rate (now {hp.learning_rate}), "
-                f"raise warmup_epochs, or use precision 32-true"
-            )
-            raise SdofmError(msg)
-        loader = self.trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.batches_done += 1  # the position a checkpoint taken now resumes from
-        # The mean over the ranks' batches (the loss of the step's whole batch under DDP).
-        step_loss = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
-        self.log("train_loss", step_loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.history["train"].append([self.global_step, self.current_epoch, step_loss.item()])
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        gen = torch.Generator(device=batch[0].device).manual_seed(self.hparams.seed + batch_idx)
-        loss, _, _ = self.net(batch[0], generator=gen)
-        self.log("val_loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
-        self._val_losses.append(loss.item())
-
-    def on_validation_epoch_end(self) -> None:
-        if self._val_losses and not self.trainer.sanity_checking:
-            mean = sum(self._val_losses) / len(self._val_losses)
-            self.history["val"].append([self.current_epoch, mean])
-        self._val_losses = []
-
-    def loss_history(self) -> pd.DataFrame:
-        """Mean training loss (over the epoch's steps) and validation loss per epoch."""
-        train = pd.DataFrame(self.history["train"], columns=["step", "epoch", "train_loss"])
-        val = pd.DataFrame(self.history["val"], columns=["epoch", "val_loss"])
-        per_epoch = train.groupby("epoch")[["train_loss"]].mean()
-        return per_epoch.join(val.groupby("epoch").last(), how="outer")
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning does not keep the global RNG states; the masks of the next steps depend on
-        # them. Tensors and plain types only, so the checkpoint loads with weights_only=True.
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        checkpoint["rng"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
-            "python": random.getstate(),
-        }
-        checkpoint["loss_history"] = self.history
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = checkpoint.get("loss_history", {"train": [], "val": []})
-        rng = checkpoint.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            kind, keys, pos, has_gauss, gauss = rng["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            random.setstate(rng["python"])
-
-    def _total_steps(self) -> int:
-        """Optimiser steps of the whole run, from the data set's size.
-
-        Not ``trainer.estimated_stepping_batches``: it builds the training loader before the
-        checkpoint is restored, and Lightning then never hands the loader its saved position.
-        """
-        trainer, dm = self.trainer, self.trainer.datamodule
-        batches = math.ceil(len(dm.train_set) / (dm.batch_size * trainer.world_size))
-        return math.ceil(batches / trainer.accumulate_grad_batches) * trainer.max_epochs
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        decay = [p for n, p in self.net.named_parameters() if p.ndim > 1 and "token" not in n]
-        no_decay = [p for n, p in self.net.named_parameters() if p.ndim <= 1 or "token" in n]
-        opt = torch.optim.AdamW(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.learning_rate,
-            weight_decay=hp.weight_decay,
-            betas=(0.9, 0.95),
-        )
-        total = max(1, self._total_steps())
-        warmup = min(total - 1, int(total * hp.warmup_epochs / hp.max_epochs))
-
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def hardware(params: dict[str, Any]) -> dict[str, Any]:
@@ -190,35 +57,6 @@ def hardware(params: dict[str, Any]) -> dict[str, Any]:
     return {"accelerator": "gpu" if on_gpu else "cpu", "precision": precision}
 
 
-def _resume_point(ckpt_dir: Path, hparams: dict[str, Any]) -> Path | None:
-    """The newest checkpoint in ``ckpt_dir`` written by this very configuration, if any.
-
-    Candidates are the rolling ``last.ckpt``/``step.ckpt`` and ``requeue.ckpt`` (written when
-    SLURM signals the time limit, see `sdofm.training.cluster.Requeue`). A checkpoint of other
-    settings stops the run: resuming it would be wrong and deleting it could lose days of
-    training.
-    """
-    newest_first = sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for ckpt in newest_first:
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, OSError) as err:  # killed while writing it
-            print(f"ignoring {ckpt}: unreadable ({err})")
-            continue
-        theirs = dict(saved.get("hyper_parameters", {}))
-        if theirs == dict(hparams):
-            step = saved.get("global_step")
-            print(f"resuming from {ckpt} (epoch {saved.get('epoch')}, step {step})")
-            return ckpt
-        changed = sorted(k for k in set(theirs) | set(hparams) if theirs.get(k) != hparams.get(k))
-        msg = (
-            f"{ckpt} was written by another configuration (differs in: {', '.join(changed)}); "
-            f"restore those pretrain settings to resume it, or delete {ckpt_dir} to start over"
-        )
-        raise SdofmError(msg)
-    return None
-
-
 def _loggers(params: dict[str, Any], log_dir: Path) -> list:
     loggers = [CSVLogger(log_dir, name="", version="")]
     if "tensorboard" in params["loggers"]:
@@ -237,16 +75,24 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
 
     ``params`` is the ``pretrain`` config block. Beside ``out``: ``logs/metrics.csv``,
     ``loss_history.csv`` (per epoch), ``probe.csv``, ``loss_curve.png``,
-    ``reconstructions.png`` and ``summary.json``. Returns the summary.
+    ``reconstructions.png`` and ``summary.json``. Returns the summary. The directory is
+    locked for the whole run (`sdofm.training.lock`): a second run on it stops at once.
     """
+    out = Path(out)
+    with run_lock(out.parent):
+        return _train(dataset, out, params)
+
+
+def _train(dataset: str | Path, out: Path, params: dict[str, Any]) -> dict[str, Any]:
     from sdofm.training.callbacks import LinearProbe, ReconstructionMonitor, plot_loss_curve
     from sdofm.training.progress import LogProgress
 
-    out = Path(out)
     ds = open_dataset(dataset)
     channels = [str(c) for c in ds.channel.values]
     size = int(ds.sizes["y"])
     hw = hardware(params)
+    layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
+    world_size = layout["devices"] * layout["num_nodes"]
     L.seed_everything(params["seed"], workers=True)
     rsun = ds.attrs.get("rsun_px")
     kwargs = backbone_kwargs(
@@ -272,6 +118,9 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         max_epochs=params["max_epochs"],
         seed=params["seed"],
         kl_warmup_epochs=params["kl_warmup_epochs"] if hasattr(net, "beta") else 0,
+        config={**params, **hw},  # "auto" resolved: what this run really uses
+        dataset=dataset_identity(ds),
+        runtime=runtime(hw["accelerator"], world_size),
     )
     data = SDODataModule(
         dataset,
@@ -283,9 +132,10 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         seed=params["seed"],
     )
     log_dir, ckpt_dir = out.parent / "logs", out.parent / "checkpoints"
-    # A retried or requeued job resumes from the newest checkpoint of the same configuration.
-    resume = _resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
-    shutil.rmtree(log_dir, ignore_errors=True)
+    # A retried or requeued job resumes from the newest checkpoint of the same settings.
+    resume = resume_point(ckpt_dir, dict(module.hparams)) if ckpt_dir.exists() else None
+    if rank_zero_only.rank == 0:  # rank 0 writes the logs; the others only train
+        shutil.rmtree(log_dir, ignore_errors=True)
     checkpoints = [
         # Rolling checkpoints: one rewritten every epoch, one every N optimiser steps.
         ModelCheckpoint(
@@ -306,7 +156,6 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
     # Bars on a terminal; in a job log, a line every N steps (loss, samples/s, ETA).
     bar = [] if sys.stderr.isatty() else [LogProgress(params["progress_every_n_steps"])]
     requeue = Requeue(ckpt_dir / "requeue.ckpt")
-    layout = cluster_layout(torch.cuda.device_count() if hw["accelerator"] == "gpu" else 0)
     trainer = L.Trainer(
         max_epochs=params["max_epochs"],
         **hw,
@@ -320,7 +169,10 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         use_distributed_sampler=False,  # the loader shards by (seed, epoch, rank) itself
         **layout,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    try:  # loads tensors and plain types only, like `resume_point` before it
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    except pickle.UnpicklingError as err:  # replaced since `resume_point` read it
+        raise unsafe_checkpoint(resume, err) from None
     # Every rank takes part in saving (it synchronises); rank 0 writes, then renames, so no
     # half-written checkpoint ever carries the output's name.
     partial = out.with_name(f"{out.stem}.partial{out.suffix}")
@@ -351,6 +203,9 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
         "final_probe_r2": float(probe_table["probe_r2"].iloc[-1]) if len(probe_table) else None,
         "reconstruction_mse": monitor.errors,
         "requeues": requeue.history,  # SLURM signalled the time limit: checkpoint, requeue
+        # What the weights depend on beyond the config: the data and the numerics (the
+        # runtime of the last resumed part; a resume refuses other numerics).
+        "provenance": {"dataset": module.hparams.dataset, **module.hparams.runtime},
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
     partial.replace(out)  # last: the output exists only once everything beside it does

@@ -32,6 +32,7 @@ class LogProgress(ProgressBar):
         self.every = max(1, every_n_steps)
         self._enabled = True
         self._start: tuple[float, int] | None = None
+        self._samples = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -45,6 +46,7 @@ class LogProgress(ProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = (time.perf_counter(), trainer.global_step)
+        self._samples = 0
         if self._enabled:
             log.info(
                 "training %d steps (%d epochs) on %d process(es) from step %d",
@@ -55,6 +57,9 @@ class LogProgress(ProgressBar):
             )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Every batch counted as it comes (an epoch's last batch is smaller); each rank's
+        # sampler gives it batches of the same size, so the job's samples are world_size times.
+        self._samples += len(batch[0]) * trainer.world_size
         step = trainer.global_step
         last = step == self._total_steps(trainer)
         if not self._enabled or self._start is None or (step % self.every and not last):
@@ -64,7 +69,6 @@ class LogProgress(ProgressBar):
         began, first = self._start
         elapsed = time.perf_counter() - began
         steps = step - first
-        samples = steps * len(batch[0]) * trainer.accumulate_grad_batches * trainer.world_size
         rate = steps / elapsed if elapsed > 0 else float("nan")
         loss = float(self.get_metrics(trainer, pl_module).get("train_loss_step", float("nan")))
         log.info(
@@ -74,7 +78,7 @@ class LogProgress(ProgressBar):
             step,
             self._total_steps(trainer),
             loss,
-            samples / elapsed if elapsed > 0 else float("nan"),
+            self._samples / elapsed if elapsed > 0 else float("nan"),
             _clock(elapsed),
             _clock((self._total_steps(trainer) - step) / rate if steps else float("nan")),
         )
