@@ -291,7 +291,7 @@ def build_partition(
     ranges = check_ranges(data, [*data["aia_channels"], *data["hmi_components"]])
     al = align(Path(frames_dir or sdoml_dir), data, grid[rows], window)
     valid = (al.pos >= 0).all(axis=1)
-    with write_errors(out), atomic_output(out) as tmp:
+    with atomic_output(out) as tmp, write_errors(out):
         valid, n, s1, s2, manifest = _write_images(
             tmp, al, valid, labels[rows] == "train", data["image_size"], ranges
         )
@@ -350,7 +350,7 @@ def merge_partitions(parts: list[str | Path], out: str | Path, params: dict[str,
     mean = sum(m.stat_sum.values for m in metas) / n
     std = np.sqrt(np.maximum(sum(m.stat_sum_sq.values for m in metas) / n - mean**2, 1e-12))
     qc = pd.concat([pd.read_csv(p / "qc.csv") for p in parts], ignore_index=True)
-    with write_errors(out), atomic_output(out) as tmp:
+    with atomic_output(out) as tmp, write_errors(out):
         _join_images(parts, tmp, meta)
         meta.assign(
             transform=("channel", np.array([transform_for(c) for c in channels])),

@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.core.sync import sync
 from zarr.storage import LocalStore, WrapperStore
 
 from sdofm import SdofmError
+from sdofm.sources.sdoml_copy import _settle  # waits for zarr's writer threads
 
 __all__ = [
     "CheckedStore",
@@ -259,12 +261,14 @@ def verify_dataset(path: str | Path) -> dict[str, Any]:
 def write_errors(out: str | Path) -> Iterator[None]:
     """Turn a full disk (or quota, or read-only file system) while writing ``out`` into one
     `SdofmError` line naming the path, instead of a traceback whose last line is a thread
-    pool's complaint. The partial output is removed by `atomic_output` as for any error."""
+    pool's complaint. The chunk writes zarr still has in flight are waited for first (as the
+    pull does), so the partial output `atomic_output` then removes stays removed."""
     try:
         yield
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
+        sync(_settle())
         where = f" ({err.filename})" if err.filename else ""
         msg = f"cannot write {out}{where}: {os.strerror(err.errno)}; free space and rerun"
         raise SdofmError(msg) from err
