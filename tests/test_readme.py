@@ -26,7 +26,7 @@ from tests.conftest import ROOT, snakemake_runs, working_tree_copy
 README = (ROOT / "README.md").read_text() + "\n" + (ROOT / "config" / "README.md").read_text()
 BLOCKS = re.findall(r"^```(\w*)\n(.*?)^```", README, re.S | re.M)
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-KINDS = ("make", "snakemake", "sdofm", "python")
+KINDS = ("make", "snakemake", "sdofm", "python", "export")
 
 
 def _commands() -> list[str]:
@@ -51,6 +51,24 @@ def test_every_command_is_checked_here():
     unchecked = [c for c in _commands() if c.split()[0] not in KINDS]
     assert unchecked == []
     assert [argv[1].split("/")[0] for argv in _of("python")] == ["perf"] * len(_of("python"))
+
+
+def test_exported_credentials_reach_fsspec():
+    """The README's `export` lines name variables fsspec (FSSPEC_<PROTOCOL>[_<OPTION>]) or the
+    AWS chain reads: each one, with its placeholder, lands in fsspec's configuration."""
+    from fsspec.config import set_conf_env
+
+    exports = [a for argv in _of("export") for a in argv[1:]]
+    assert exports, "the README shows how to pass credentials"
+    for assignment in exports:
+        name, value = assignment.split("=", 1)
+        if name.startswith("AWS_"):
+            continue  # botocore's own chain (s3fs reads it)
+        assert name.startswith("FSSPEC_"), name
+        conf: dict = {}
+        set_conf_env(conf, {name: value})
+        protocol = name.split("_")[1].lower()
+        assert conf.get(protocol), (name, conf)
 
 
 @pytest.mark.parametrize("target", sorted({argv[1] for argv in _of("make")}))
