@@ -27,7 +27,7 @@ from sdofm.cli import main
 from sdofm.config import validate_config
 from sdofm.dataset.build import match_times, partitions, pull_windows
 from sdofm.sources.credentials import redact_url
-from sdofm.sources.sdoml import frame_times, pull_store
+from sdofm.sources.sdoml import frame_times, parse_tobs, pull_store
 from tests.conftest import ROOT, snakemake_command
 from tests.test_sdoml_resume import CHUNK, _Flaky, serving
 
@@ -227,6 +227,33 @@ def test_thinning_takes_the_nearest_frame_before_or_after(tmp_path):
     assert dst[:, 0, 0].tolist() == [1, 3, 5, 7, 8]  # +7 s four times, then +50 s; not +7 min
     assert dst.attrs["sdofm_step_offset_s"] == [7.0, 7.0, 7.0, 7.0, 50.0]
     assert pd.DatetimeIndex(dst.attrs["sdofm_step"]).equals(steps[:5])
+
+
+def test_thinning_passes_duplicate_timestamps_on_to_the_build_qc(tmp_path):
+    """A frame repeating the kept frame's timestamp is copied after it, for the same step (the
+    build's QC quarantines and records it: tests/test_faults_qc.py), not dropped unseen."""
+    steps = pd.date_range("2011-03-01", periods=3, freq="2h")
+    stamps = [steps[0], steps[1], steps[1], steps[2] + pd.Timedelta(seconds=5)]
+    root = zarr.open_group(tmp_path / "src.zarr", mode="w", zarr_format=2)
+    arr = root.require_group("2011").create_array(
+        "171A", shape=(4, 2, 2), chunks=(1, 2, 2), dtype="float32"
+    )
+    arr[:] = np.arange(4, dtype="float32")[:, None, None] * np.ones((2, 2))
+    arr.update_attributes({"T_OBS": [f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-4] + "Z" for t in stamps]})
+    pull_store(
+        str(tmp_path / "src.zarr"),
+        tmp_path / "aia.zarr",
+        kind="aia",
+        start=steps[0],
+        end=steps[-1] + pd.Timedelta(hours=2),
+        names=["171A"],
+        cadence=pd.Timedelta(hours=2),
+        tolerance=pd.Timedelta(minutes=6),
+    )
+    dst = zarr.open_group(tmp_path / "aia.zarr", mode="r")["2011/171A"]
+    assert dst[:, 0, 0].tolist() == [0, 1, 2, 3]  # the repeat right after the first of its time
+    assert dst.attrs["sdofm_step"][1:3] == [f"{steps[1]:%Y-%m-%dT%H:%M:%S}"] * 2
+    assert parse_tobs(dst.attrs["T_OBS"]).duplicated().sum() == 1
 
 
 def test_monthly_pulls_of_tai_slots_add_up_to_the_whole_pull(tmp_path):

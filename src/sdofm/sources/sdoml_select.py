@@ -65,7 +65,8 @@ def select_frames(
 
     Without ``cadence`` every frame in [start, end). With it, the frame nearest each step
     ``start + k·cadence`` within ``tolerance`` (default: half the cadence); a frame nearest to
-    two steps is copied once, for the nearer. ``window`` keeps only selected frames inside it.
+    two steps is copied once, for the nearer; frames repeating a selected frame's timestamp
+    come along (for the build's QC). ``window`` keeps only selected frames inside it.
     """
     if cadence is None or len(times) == 0:
         lo, hi = window or (start, end)
@@ -83,4 +84,19 @@ def select_frames(
     first = np.r_[True, index[1:] != index[:-1]]
     index, steps = index[first], steps[first]
     inside = (times[index] >= lo) & (times[index] < hi)
-    return Selection(index[inside], steps[inside])
+    return _with_duplicates(times, index[inside], steps[inside])
+
+
+def _with_duplicates(times: pd.DatetimeIndex, index: np.ndarray, steps) -> Selection:
+    """The selection plus every frame repeating a selected frame's timestamp, for the same
+    step: the build's QC then records (and quarantines) the repeats instead of the pull
+    dropping them unseen. The first of each time is the one selected, as the build keeps."""
+    repeated = np.flatnonzero(times.duplicated(keep="first"))
+    step_of = dict(zip(times[index], steps, strict=True))
+    extra = [i for i in repeated if times[i] in step_of and i not in set(index)]
+    if not extra:
+        return Selection(index, steps)
+    merged = np.concatenate([index, extra])
+    order = np.argsort(merged, kind="stable")
+    all_steps = pd.DatetimeIndex([*steps, *(step_of[times[i]] for i in extra)])
+    return Selection(merged[order], all_steps[order])
