@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from aiapy.util import check_quality_flag
 
 from sdofm import SdofmError
 from sdofm.sources.sdoml import HMI_PRODUCTS
@@ -63,6 +62,10 @@ def _quality_reason(channel: str, flag: int) -> str:
     text = f"QUALITY 0x{flag & 0xFFFFFFFF:08x}"
     if channel in HMI_PRODUCTS:
         return text + " (HMI: see jsoc.stanford.edu/doc/data/hmi/Quality_Bits)"
+    # (imported here: aiapy.util imports drms, which calls logging.basicConfig on import; the
+    # Snakefile imports this module, and Snakemake then printed every line twice)
+    from aiapy.util import check_quality_flag
+
     return text + ": " + "; ".join(check_quality_flag(flag & 0xFFFFFFFF))
 
 
