@@ -201,15 +201,12 @@ def test_thinning_keeps_hmi_frames_on_tai_slots_before_the_utc_hour(tmp_path):
     assert times[0] == T("2010-12-31T23:59:26")  # the 2011 group's first slot
 
 
-def test_thinning_takes_the_nearest_frame_before_or_after(tmp_path):
-    """Around each step one frame 34 s before and one 7 s after (and one 50 s after a step
-    with nothing before): the nearest is kept, never one beyond the tolerance."""
-    steps = pd.date_range("2011-03-01", periods=6, freq="2h")
-    stamps = [t + pd.Timedelta(seconds=s) for t in steps[:4] for s in (-34, 7)]
-    stamps += [steps[4] + pd.Timedelta(seconds=50), steps[5] + pd.Timedelta(minutes=7)]
+def _thinned(tmp_path, stamps: list, steps: pd.DatetimeIndex) -> zarr.Array:
+    """A 171A array with frames at ``stamps`` (value = position), pulled at the 2 h cadence
+    of ``steps`` within 6 min."""
     root = zarr.open_group(tmp_path / "aia_src.zarr", mode="w", zarr_format=2)
     arr = root.require_group("2011").create_array(
-        "171A", shape=(len(stamps), 2, 2), chunks=(15, 2, 2), dtype="float32"
+        "171A", shape=(len(stamps), 2, 2), chunks=(1, 2, 2), dtype="float32"
     )
     arr[:] = np.arange(len(stamps), dtype="float32")[:, None, None] * np.ones((2, 2))
     arr.update_attributes({"T_OBS": [f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-4] + "Z" for t in stamps]})
@@ -223,7 +220,16 @@ def test_thinning_takes_the_nearest_frame_before_or_after(tmp_path):
         cadence=pd.Timedelta(hours=2),
         tolerance=pd.Timedelta(minutes=6),
     )
-    dst = zarr.open_group(tmp_path / "aia.zarr", mode="r")["2011/171A"]
+    return zarr.open_group(tmp_path / "aia.zarr", mode="r")["2011/171A"]
+
+
+def test_thinning_takes_the_nearest_frame_before_or_after(tmp_path):
+    """Around each step one frame 34 s before and one 7 s after (and one 50 s after a step
+    with nothing before): the nearest is kept, never one beyond the tolerance."""
+    steps = pd.date_range("2011-03-01", periods=6, freq="2h")
+    stamps = [t + pd.Timedelta(seconds=s) for t in steps[:4] for s in (-34, 7)]
+    stamps += [steps[4] + pd.Timedelta(seconds=50), steps[5] + pd.Timedelta(minutes=7)]
+    dst = _thinned(tmp_path, stamps, steps)
     assert dst[:, 0, 0].tolist() == [1, 3, 5, 7, 8]  # +7 s four times, then +50 s; not +7 min
     assert dst.attrs["sdofm_step_offset_s"] == [7.0, 7.0, 7.0, 7.0, 50.0]
     assert pd.DatetimeIndex(dst.attrs["sdofm_step"]).equals(steps[:5])
@@ -233,24 +239,7 @@ def test_thinning_passes_duplicate_timestamps_on_to_the_build_qc(tmp_path):
     """A frame repeating the kept frame's timestamp is copied after it, for the same step (the
     build's QC quarantines and records it: tests/test_faults_qc.py), not dropped unseen."""
     steps = pd.date_range("2011-03-01", periods=3, freq="2h")
-    stamps = [steps[0], steps[1], steps[1], steps[2] + pd.Timedelta(seconds=5)]
-    root = zarr.open_group(tmp_path / "src.zarr", mode="w", zarr_format=2)
-    arr = root.require_group("2011").create_array(
-        "171A", shape=(4, 2, 2), chunks=(1, 2, 2), dtype="float32"
-    )
-    arr[:] = np.arange(4, dtype="float32")[:, None, None] * np.ones((2, 2))
-    arr.update_attributes({"T_OBS": [f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-4] + "Z" for t in stamps]})
-    pull_store(
-        str(tmp_path / "src.zarr"),
-        tmp_path / "aia.zarr",
-        kind="aia",
-        start=steps[0],
-        end=steps[-1] + pd.Timedelta(hours=2),
-        names=["171A"],
-        cadence=pd.Timedelta(hours=2),
-        tolerance=pd.Timedelta(minutes=6),
-    )
-    dst = zarr.open_group(tmp_path / "aia.zarr", mode="r")["2011/171A"]
+    dst = _thinned(tmp_path, [steps[0], steps[1], steps[1], steps[2]], steps)
     assert dst[:, 0, 0].tolist() == [0, 1, 2, 3]  # the repeat right after the first of its time
     assert dst.attrs["sdofm_step"][1:3] == [f"{steps[1]:%Y-%m-%dT%H:%M:%S}"] * 2
     assert parse_tobs(dst.attrs["T_OBS"]).duplicated().sum() == 1
