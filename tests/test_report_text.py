@@ -28,3 +28,11 @@ def test_markdown_cells_hold_no_tex(path):
     for cell in cells:
         if cell["cell_type"] == "markdown":
             assert raw_tex("".join(cell["source"])) == [], path.name
+
+
+def test_eve_lines_are_labelled_by_ion_and_wavelength():
+    from sdofm.sources.sdoml_layout import eve_line_label
+
+    assert eve_line_label("He II_2") == "He II 30.38 nm"  # not the store's key
+    assert eve_line_label("Fe XVIII") == "Fe XVIII 9.39 nm"
+    assert eve_line_label("custom") == "custom"
