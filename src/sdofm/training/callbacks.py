@@ -36,15 +36,16 @@ def ridge_r2(z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray, y: np.ndarray)
     there is not blown up: its scale is floored at 1 % of the mean scale); the penalty is one
     per fitting row (the probe has more features than rows, so it must be regularised).
     """
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
     mu, sd = z_fit.mean(0), z_fit.std(0)
     sd = np.maximum(sd, 0.01 * sd.mean() + 1e-12)
-    a, b = (z_fit - mu) / sd, (z - mu) / sd
     ym, ys = y_fit.mean(0), y_fit.std(0) + 1e-12
-    t_fit, t = (y_fit - ym) / ys, (y - ym) / ys
-    w = np.linalg.solve(a.T @ a + len(a) * np.eye(a.shape[1]), a.T @ t_fit)
-    resid = ((b @ w - t) ** 2).sum(0)
-    total = ((t - t.mean(0)) ** 2).sum(0) + 1e-12
-    return float(np.median(1.0 - resid / total))  # the median: a flare can swamp one line
+    model = Ridge(alpha=len(z_fit), fit_intercept=False, solver="cholesky")
+    model.fit((z_fit - mu) / sd, (y_fit - ym) / ys)
+    scores = r2_score((y - ym) / ys, model.predict((z - mu) / sd), multioutput="raw_values")
+    return float(np.median(scores))  # the median: a flare can swamp one line
 
 
 class LinearProbe(L.Callback):
