@@ -85,8 +85,10 @@ def test_similar_on_the_command_line(embeddings, capsys):
         )
         == 0
     )
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 4 and json.loads(out[-1])["found"] == 3
+    captured = capsys.readouterr()
+    out = captured.out.strip().splitlines()  # a header and the 3 neighbours
+    assert len(out) == 4 and out[0].split() == ["time", "(UTC)", "cosine_distance", "split"], out
+    assert json.loads(captured.err.strip().splitlines()[-1])["found"] == 3  # summary: stderr
 
 
 def test_embedding_map(embeddings, dataset, tmp_path):

@@ -215,8 +215,8 @@ def test_integrated_gradients_completeness():
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        ({"min_class": "Q1"}, r"flare_forecast\.min_class': 'Q1' does not match"),
-        ({"min_class": "M0"}, r"min_class': 'M0' does not match"),
+        ({"min_class": "Q1"}, r"flare_forecast\.min_class': 'Q1' is not a GOES X-ray class"),
+        ({"min_class": "M0"}, r"min_class': 'M0' is not a GOES X-ray class"),
         ({"horizon_hours": -1}, r"horizon_hours': -1 is less than or equal to the minimum"),
         ({"baseline_channels": ["Bq"]}, r"baseline_channels.0': 'Bq' is not one of"),
         ({"head": "svm"}, r"flare_forecast\.head': 'svm' is not one of"),
