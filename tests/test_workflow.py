@@ -78,7 +78,8 @@ def test_long_jobs_log_progress(finished_run):
 @pytest.mark.browser
 def test_reports_open_cleanly_in_chromium(finished_run):
     """Every report in headless Chromium, offline: no console or page errors, no request off
-    the disk, every image loads; a full-page screenshot of each lands next to it."""
+    the disk, no TeX markup shown raw, every image loads; a full-page screenshot of each lands
+    next to it."""
     import os
     import shutil
 
@@ -95,6 +96,7 @@ def test_reports_open_cleanly_in_chromium(finished_run):
     for name, found in findings.items():
         assert found["console_errors"] == [] and found["page_errors"] == [], (name, found)
         assert found["blocked"] == [], (name, found)
+        assert found["raw_tex"] == [], (name, found["raw_tex"])  # no MathJax offline
         assert found["images"] >= 1 and found["broken_images"] == [], (name, found)
         png = pages[name][1].read_bytes()
         assert png[:4] == b"\x89PNG" and len(png) > 20_000, name

@@ -91,10 +91,11 @@ def embedding_map(
     if train.sum() < 3:
         msg = f"{embeddings} has fewer than 3 embedded training steps: nothing to map"
         raise SdofmError(msg)
-    mu = z[train].mean(axis=0)
-    _, s, vt = np.linalg.svd(z[train] - mu, full_matrices=False)
-    xy = (z[ok] - mu) @ vt[:2].T
-    explained = (s[:2] ** 2 / (s**2).sum()).tolist()
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=2, svd_solver="full").fit(z[train])
+    xy = pca.transform(z[ok])
+    explained = pca.explained_variance_ratio_.tolist()
     activity, label = activity_index(open_dataset(dataset))
     table = pd.DataFrame(
         {

@@ -6,13 +6,14 @@ report that needs the internet to display is a broken report on a cluster or a p
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from sdofm import SdofmError
 
-__all__ = ["CHROMIUM_ARGS", "check_reports", "find_chromium"]
+__all__ = ["CHROMIUM_ARGS", "check_reports", "find_chromium", "raw_tex"]
 
 # Headless, sandbox-free (containers, CI as root), and nothing phoning home.
 CHROMIUM_ARGS = [
@@ -29,6 +30,16 @@ CHROMIUM_ARGS = [
 
 _IMAGES = """() => Array.from(document.images).map(img => ({
     src: img.src.slice(0, 80), complete: img.complete, width: img.naturalWidth}))"""
+
+
+# TeX a reader would see as typed: $...$ holding a superscript, subscript or command (the
+# offline reports carry no MathJax; figures render their labels with matplotlib's mathtext).
+_RAW_TEX = re.compile(r"\$[^$\n]*[\^_\\][^$\n]*\$")
+
+
+def raw_tex(text: str) -> list[str]:
+    """The pieces of TeX markup in a page's visible text (``10$^{-22}$``, ``B$_z$``)."""
+    return _RAW_TEX.findall(text)
 
 
 def find_chromium() -> str:
@@ -76,6 +87,7 @@ def check_reports(
                 Path(png).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(png), full_page=True)
                 found["title"] = page.title()
+                found["raw_tex"] = raw_tex(page.inner_text("body"))
                 page.close()
                 findings[name] = found
         finally:

@@ -46,6 +46,10 @@ def render_report(
             exclude_output_prompt=True,
         )
         nb = nbformat.read(tmp_nb, as_version=4)
+        for cell in nb.cells:  # papermill gives its cell a random id: the HTML would differ
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+                cell["id"] = "injected-parameters"
+        nbformat.write(nb, tmp_nb)
         heading = next(
             (ln[2:] for c in nb.cells if c.cell_type == "markdown" for ln in c.source.splitlines()
              if ln.startswith("# ")),

@@ -94,6 +94,15 @@ def eve_line_attrs(name: str) -> dict[str, str]:
     return {"wavelength": f"{wave} nm", "logT": f"{logt} MK", "ion": ion}
 
 
+def eve_line_label(name: str) -> str:
+    """A line for a reader: its ion and wavelength (``"He II_2"`` -> ``"He II 30.38 nm"``);
+    names outside SDOML v2's list are returned as they are."""
+    if name not in _LINES:
+        return name
+    ion, wave, _ = _LINES[name]
+    return f"{ion} {wave:.2f} nm"
+
+
 def format_eve_times(times: Iterable[pd.Timestamp]) -> np.ndarray:
     """``Time`` values as SDOML v2 writes them: ``<U23`` ``%Y-%m-%d %H:%M:%S.%f`` (ms)."""
     text = [t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] for t in pd.DatetimeIndex(list(times))]

@@ -36,15 +36,16 @@ def ridge_r2(z_fit: np.ndarray, y_fit: np.ndarray, z: np.ndarray, y: np.ndarray)
     there is not blown up: its scale is floored at 1 % of the mean scale); the penalty is one
     per fitting row (the probe has more features than rows, so it must be regularised).
     """
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+
     mu, sd = z_fit.mean(0), z_fit.std(0)
     sd = np.maximum(sd, 0.01 * sd.mean() + 1e-12)
-    a, b = (z_fit - mu) / sd, (z - mu) / sd
     ym, ys = y_fit.mean(0), y_fit.std(0) + 1e-12
-    t_fit, t = (y_fit - ym) / ys, (y - ym) / ys
-    w = np.linalg.solve(a.T @ a + len(a) * np.eye(a.shape[1]), a.T @ t_fit)
-    resid = ((b @ w - t) ** 2).sum(0)
-    total = ((t - t.mean(0)) ** 2).sum(0) + 1e-12
-    return float(np.median(1.0 - resid / total))  # the median: a flare can swamp one line
+    model = Ridge(alpha=len(z_fit), fit_intercept=False, solver="cholesky")
+    model.fit((z_fit - mu) / sd, (y_fit - ym) / ys)
+    scores = r2_score((y - ym) / ys, model.predict((z - mu) / sd), multioutput="raw_values")
+    return float(np.median(scores))  # the median: a flare can swamp one line
 
 
 class LinearProbe(L.Callback):
@@ -151,10 +152,7 @@ class ReconstructionMonitor(L.Callback):
         net = pl_module.net
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         loss, pred, mask = net(x, generator=gen)
-        images = {"input": x, "recon": net.reconstruct(pred, x)}
-        if hasattr(net, "patchify"):  # the MAEs: what the encoder saw
-            patches = net.patchify(x)
-            images["masked"] = net.unpatchify(patches * (1 - mask[..., None]).to(patches.dtype))
+        images = masked_views(net, x, pred, mask)
         shown = {  # the sample, or for temporal stacks its newest frame
             k: (v[0, :, -1] if v.ndim == 5 else v[0]).float().cpu().numpy()
             for k, v in images.items()
@@ -185,11 +183,29 @@ class ReconstructionMonitor(L.Callback):
         self.first, self.last = arrays(state["first"]), arrays(state["last"])
 
 
+def masked_views(net: Any, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The input, what the encoder saw (hidden patches NaN, drawn grey) and the reconstruction
+    with the visible patches pasted back from the input, as MAE figures show it: the model is
+    only asked for the hidden patches, so its output elsewhere means nothing."""
+    recon = net.reconstruct(pred, x)
+    if not hasattr(net, "patchify"):  # the VAE reconstructs the whole image
+        return {"input": x, "recon": recon}
+    patches = net.patchify(x)
+    hidden = net.unpatchify(mask[..., None].expand_as(patches).to(patches.dtype)) > 0.5
+    return {
+        "input": x,
+        "masked": x.masked_fill(hidden, float("nan")),
+        "recon": torch.where(hidden, recon, x),
+    }
+
+
 def _cmap(channel: str) -> Any:
     import matplotlib as mpl
     import sunpy.visualization.colormaps  # noqa: F401  (registers the SDO colour maps)
 
-    name = "hmimag" if channel.startswith("B") else f"sdoaia{channel.removesuffix('A')}"
+    # Magnetograms in grey (black: negative, white: positive), as they are usually shown:
+    # hmimag's colours are made for a ±1500 G scale, not for normalised values.
+    name = "gray" if channel.startswith("B") else f"sdoaia{channel.removesuffix('A')}"
     return mpl.colormaps[name] if name in mpl.colormaps else mpl.colormaps["gray"]
 
 
@@ -204,27 +220,34 @@ def _plot_reconstructions(first, last, errors, channels, out_dir: Path) -> None:
     cols += [("recon", f"epoch {errors[0]['epoch']}", first)]
     cols += [("recon", f"epoch {errors[-1]['epoch']}", last)]
     cols = [c for c in cols if c[0] in c[2]]
-    fig, axes = plt.subplots(len(show), len(cols), figsize=(2.4 * len(cols), 2.4 * len(show)))
+    fig, axes = plt.subplots(
+        len(show), len(cols), figsize=(2.4 * len(cols) + 1, 2.4 * len(show)), layout="constrained"
+    )
     axes = np.atleast_2d(axes)
     for r, ch in enumerate(show):
         k = channels.index(ch)
         ref = last["input"][k]
         lo, hi = np.percentile(ref, [1, 99])
+        if ch.startswith("B"):  # a signed field: symmetric about 0 G, as hmimag is drawn
+            hi = float(np.percentile(np.abs(ref), 99.9)) or 1.0
+            lo = -hi
+        cmap = _cmap(ch).with_extremes(bad="tab:cyan" if ch.startswith("B") else "0.6")
         for c, (key, title, source) in enumerate(cols):
             ax = axes[r, c]
-            ax.imshow(source[key][k], cmap=_cmap(ch), vmin=lo, vmax=hi, origin="lower")
+            im = ax.imshow(source[key][k], cmap=cmap, vmin=lo, vmax=hi, origin="lower")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=9)
             if c == 0:
                 ax.set_ylabel(ch)
+        fig.colorbar(im, ax=axes[r, :], shrink=0.85, label="normalised", pad=0.01)
     fig.suptitle(
-        f"masked reconstruction of one validation sample (normalised units); masked MSE "
+        f"masked reconstruction of one validation sample (normalised); hidden patches shaded in "
+        f"column 2, visible ones pasted back in the reconstructions\nmasked MSE "
         f"{errors[0]['masked_mse']:.3f} → {errors[-1]['masked_mse']:.3f}",
         fontsize=9,
     )
-    fig.tight_layout()
     fig.savefig(out_dir / "reconstructions.png", dpi=110)
     plt.close(fig)
 

@@ -136,13 +136,12 @@ class Disk:
         # Heliographic coordinates of each on-disk pixel (observer tilted by B0).
         self.lat = np.arcsin(np.clip(self.y * np.cos(b0) + self.mu * np.sin(b0), -1.0, 1.0))
         self.lon = np.arctan2(self.x, self.mu * np.cos(b0) - self.y * np.sin(b0))
+        self._sin_lat, self._cos_lat = np.sin(self.lat), np.cos(self.lat)
 
     def distance(self, lat_deg: float, lon_deg: float) -> np.ndarray:
         """Great-circle distance (rad) of each pixel's surface point from (lat, lon)."""
         lat, lon = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
-        cosd = np.sin(self.lat) * np.sin(lat) + np.cos(self.lat) * np.cos(lat) * np.cos(
-            self.lon - lon
-        )
+        cosd = self._sin_lat * np.sin(lat) + self._cos_lat * np.cos(lat) * np.cos(self.lon - lon)
         return np.arccos(np.clip(cosd, -1.0, 1.0))
 
 
