@@ -189,7 +189,11 @@ def test_missing_input_store_fails_cleanly(tmp_path):
 
 
 def test_time_range_without_data_fails_cleanly(tmp_path):
-    config = _tiny_with(tmp_path, data={"start": "2013-01-01", "end": "2013-02-01"})
+    config = _tiny_with(
+        tmp_path,
+        data={"start": "2013-01-01", "end": "2013-02-01"},
+        splits={"val": [["2013-01-10", "2013-01-15"]], "test": [["2013-01-20", "2013-02-01"]]},
+    )
     run = snakemake(tmp_path, "results/data/sdoml/2013-01", configfile=config)
     assert run.returncode != 0
     log = (tmp_path / "results" / "logs" / "pull_sdoml" / "2013-01.log").read_text()

@@ -109,20 +109,25 @@ def _pull(args, params):
         for stale in tmp.iterdir():  # stores of an earlier request this one no longer pulls
             if stale.name.split(".")[0] not in kinds:
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-        for kind, name, names, step in stores:
-            counts[kind] = pull_store(
-                store_url(root, name),
-                tmp / f"{kind}.zarr",
-                kind=kind,
-                start=start,
-                end=end,
-                names=names,
-                cadence=step,
-                tolerance=tolerance if step is not None else None,
-                storage_options=opts,
-                window=windows.get("eve" if kind == "eve" else "images"),
-                retries=src.get("retries"),
-            )
+        try:
+            for kind, name, names, step in stores:
+                counts[kind] = pull_store(
+                    store_url(root, name),
+                    tmp / f"{kind}.zarr",
+                    kind=kind,
+                    start=start,
+                    end=end,
+                    names=names,
+                    cadence=step,
+                    tolerance=tolerance if step is not None else None,
+                    storage_options=opts,
+                    window=windows.get("eve" if kind == "eve" else "images"),
+                    retries=src.get("retries"),
+                )
+        except BaseException:
+            if not any(f.is_file() for f in tmp.rglob("*")):  # nothing copied to resume
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return counts
 
 
