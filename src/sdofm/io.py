@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output", "file_sha256"]
+__all__ = ["atomic_output", "file_sha256", "settle_zarr_writes"]
 
 
 def _remove(path: Path) -> None:
@@ -49,3 +49,23 @@ def file_sha256(path: str | Path, *, length: int = 16) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()[:length]
+
+
+def settle_zarr_writes() -> None:
+    """Wait for every task still running on zarr's I/O loop (chunk writes in flight).
+
+    zarr writes the chunks of one assignment concurrently; when one fails the others carry on.
+    Called before reporting a failed write, so nothing changes on disk after the error (a
+    cleanup or a resume then sees every file that will ever be written).
+    """
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def others() -> None:
+        me = asyncio.current_task()
+        await asyncio.gather(
+            *(t for t in asyncio.all_tasks() if t is not me), return_exceptions=True
+        )
+
+    sync(others())

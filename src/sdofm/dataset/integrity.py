@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.core.sync import sync
 from zarr.storage import LocalStore, WrapperStore
 
 from sdofm import SdofmError
-from sdofm.sources.sdoml_copy import _settle  # waits for zarr's writer threads
+from sdofm.io import settle_zarr_writes
 
 __all__ = [
     "CheckedStore",
@@ -268,7 +267,7 @@ def write_errors(out: str | Path) -> Iterator[None]:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        sync(_settle())
+        settle_zarr_writes()
         where = f" ({err.filename})" if err.filename else ""
         msg = f"cannot write {out}{where}: {os.strerror(err.errno)}; free space and rerun"
         raise SdofmError(msg) from err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -16,9 +15,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 import zarr
-from zarr.core.sync import sync
 
 from sdofm import SdofmError
+from sdofm.io import settle_zarr_writes
 from sdofm.sources.credentials import redact_url
 from sdofm.sources.sdoml_layout import COMPRESSOR, FRAME_CHUNK
 
@@ -51,13 +50,6 @@ def with_retries(
     raise AssertionError("unreachable")
 
 
-async def _settle() -> None:
-    """Wait for every other task on zarr's I/O loop (chunk writes still in flight)."""
-    me = asyncio.current_task()
-    pending = [t for t in asyncio.all_tasks() if t is not me]
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
 @contextmanager
 def writing(path: Path) -> Iterator[None]:
     """Turn a failed write under ``path`` (a full disk, no permission) into one clear line.
@@ -72,7 +64,7 @@ def writing(path: Path) -> Iterator[None]:
     except FileNotFoundError:
         raise
     except OSError as err:
-        sync(_settle())
+        settle_zarr_writes()
         where = err.filename or path
         if err.errno == errno.ENOSPC:
             free = shutil.disk_usage(path if path.exists() else path.parent).free / 2**20
