@@ -93,7 +93,8 @@ def _with_duplicates(times: pd.DatetimeIndex, index: np.ndarray, steps) -> Selec
     dropping them unseen. The first of each time is the one selected, as the build keeps."""
     repeated = np.flatnonzero(times.duplicated(keep="first"))
     step_of = dict(zip(times[index], steps, strict=True))
-    extra = [i for i in repeated if times[i] in step_of and i not in set(index)]
+    kept = set(index.tolist())
+    extra = [i for i in repeated if times[i] in step_of and i not in kept]
     if not extra:
         return Selection(index, steps)
     merged = np.concatenate([index, extra])
