@@ -42,7 +42,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.config:
         config = load_config(args.config)
-        if args.command == "benchmark":
+        if args.command in ("benchmark", "score"):
             if args.task not in config.get("benchmarks", {}):
                 msg = f"config {args.config} has no benchmarks.{args.task} block"
                 raise SdofmError(msg)
@@ -284,8 +284,10 @@ def _map(args, params):
 
 
 def _benchmark(args, params):
+    """All arms of a task and their scores (no --group); or one group of its arms, saved."""
     from sdofm.benchmarks import TASKS
-    from sdofm.benchmarks.runner import TaskInputs, run_task
+    from sdofm.benchmarks import runner as rn
+    from sdofm.benchmarks.arm_groups import BASELINES, write_group
     from sdofm.config import validate_block
 
     if args.task not in TASKS:
@@ -294,14 +296,33 @@ def _benchmark(args, params):
     params = dict(params)
     protocol = validate_block(params.pop("protocol", {}), "protocol")
     params = validate_block(params, "benchmarks", args.task) | {"protocol": protocol}
-    inputs = TaskInputs(
+    backbone = args.command == "benchmark" and args.group != BASELINES
+    if backbone and not (args.embeddings and args.checkpoint):
+        msg = f"give --embeddings and --checkpoint (only --group {BASELINES} needs no backbone)"
+        raise SdofmError(msg)
+    inputs = rn.TaskInputs(
         Path(args.dataset),
-        Path(args.embeddings),
-        Path(args.checkpoint),
+        Path(args.embeddings) if backbone else None,
+        Path(args.checkpoint) if backbone else None,
         Path(args.events) if args.events else None,
         Path(args.truth) if args.truth else None,
     )
-    result = run_task(TASKS[args.task], inputs, args.out, params)
+    if args.group is None:
+        result = rn.run_task(TASKS[args.task], inputs, args.out, params)
+    elif args.command == "score":
+        from sdofm.benchmarks.arm_groups import read_group
+
+        task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        groups = [read_group(path) for path in args.group]
+        result = rn.score_groups(task, samples, groups, args.out)
+    else:
+        task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        if backbone:
+            group = rn.fm_group(task, samples, args.group)
+        else:
+            group = rn.baseline_group(task, samples)
+        write_group(group, args.out)
+        return {"group": group.name, "arms": sorted(group.arms)}
     metric = result["headline"]["metric"]
     return {
         "headline": result["headline"]["label"],
@@ -479,15 +500,30 @@ def _parser() -> argparse.ArgumentParser:
         inputs=("dataset", "embeddings", "checkpoint", "events", "truth"),
     )
     p.add_argument("task", choices=task_names(), help="the validation task")
-    for name, help_ in (
-        ("--dataset", "the ML-ready store (.zarr)"),
-        ("--embeddings", "embeddings written by `sdofm embed`"),
-        ("--checkpoint", "the pretrained backbone (.ckpt)"),
-        ("--out", "folder for metrics.json, predictions.csv and samples.nc"),
-    ):
-        p.add_argument(name, required=True, help=help_)
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--embeddings", help="embeddings written by `sdofm embed`")
+    p.add_argument("--checkpoint", help="the pretrained backbone (.ckpt)")
+    p.add_argument(
+        "--group",
+        help="train only this group of arms and save it to --out (.nc): 'baselines' (the task's "
+        "own arms, no backbone) or a run's name (its FM head and random-init control)",
+    )
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv ...")
     p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
     p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
+    p = add(
+        "score",
+        "score a task's saved arm groups together (paired block bootstrap): metrics.json ...",
+        _benchmark,
+        inputs=("dataset", "events", "truth", "group"),
+    )
+    p.add_argument("task", choices=task_names(), help="the validation task")
+    p.add_argument("group", nargs="+", help="arm groups written by `sdofm benchmark --group`")
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv ...")
+    p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
+    p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
+    p.set_defaults(embeddings=None, checkpoint=None)
     p = add(
         "report",
         "execute a report notebook with papermill and convert it to HTML",

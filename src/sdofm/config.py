@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import difflib
 import hashlib
@@ -22,6 +23,7 @@ __all__ = [
     "config_hash",
     "load_config",
     "parse_time",
+    "pretrain_runs",
     "task_names",
     "validate_block",
     "validate_config",
@@ -174,6 +176,7 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     _validate(config, _schema(schema_path))
     _check_ranges(config)
     _check_channels(config)
+    pretrain_runs(config.get("pretrain", {}), schema_path=schema_path)
     check_sources(config.get("sources", {}))  # credentials belong in the environment
     return config
 
@@ -190,6 +193,27 @@ def validate_block(block: Any, *path: str, schema_path: Path = SCHEMA_PATH) -> A
         sub = sub["properties"][key]
     _validate(block, sub | {"definitions": schema.get("definitions", {})}, ".".join(path))
     return block
+
+
+def pretrain_runs(block: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The named runs of a ``pretrain`` block: name -> that run's complete block (no ``runs``).
+
+    Each run is the block with its own overrides, validated as a ``pretrain`` block (an unknown
+    or out-of-range key names the run). Without ``runs``: one run named after the backbone.
+    """
+    base = {k: v for k, v in block.items() if k != "runs"}
+    runs = block.get("runs") or {base.get("backbone", "mae_tiny"): {}}
+    out = {}
+    for name, overrides in runs.items():
+        if "runs" in overrides:
+            _fail(f"pretrain.runs.{name}.runs", "a run cannot hold runs of its own")
+        merged = copy.deepcopy(base) | copy.deepcopy(dict(overrides))
+        try:
+            out[name] = validate_block(merged, "pretrain", schema_path=schema_path)
+        except SdofmError as err:
+            msg = f"pretrain.runs.{name}: {err}"
+            raise SdofmError(msg) from None
+    return out
 
 
 def task_names(schema_path: Path = SCHEMA_PATH) -> list[str]:

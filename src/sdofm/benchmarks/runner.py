@@ -30,12 +30,23 @@ import xarray as xr
 from sdofm import SdofmError
 from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks import scoring
+from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup
 from sdofm.benchmarks.inputs import Backbone, Context, TaskInputs
 from sdofm.benchmarks.metrics import Metric, best_threshold
 from sdofm.benchmarks.result import write_json
-from sdofm.io import atomic_output
+from sdofm.io import atomic_output, file_sha256
 
-__all__ = ["Arm", "Samples", "Task", "TaskInputs", "run_task"]
+__all__ = [
+    "Arm",
+    "Samples",
+    "Task",
+    "TaskInputs",
+    "baseline_group",
+    "fm_group",
+    "prepare",
+    "run_task",
+    "score_groups",
+]
 
 KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -72,7 +83,7 @@ class Arm:
 
     kind: str
     description: str
-    train: Callable[[Fit], Predictor]
+    train: Callable[[Fit], Predictor] | None  # None: loaded from a saved arm group
     seeded: bool = True
     tuned: bool = True
 
@@ -135,34 +146,93 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, params: dict) -> dict:
-    """Run one task under the protocol; write its outputs to ``out_dir``; return metrics.json."""
+def prepare(task_cls: type[Task], inputs: TaskInputs, params: dict) -> tuple[Task, Samples]:
+    """Open the inputs, check the split's buffers and build the task's samples."""
     ctx = Context.open(inputs, params)
-    task, proto = task_cls(ctx), ctx.protocol
-    pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, proto.buffer_days)
+    task = task_cls(ctx)
+    pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, ctx.protocol.buffer_days)
     samples = task.samples()
     for s in ("train", "val", "test"):
         if len(samples.where(s)) < 2:
             msg = f"{task.name}: the {s} split has {len(samples.where(s))} usable {samples.unit}"
             raise SdofmError(msg)
+    return task, samples
+
+
+def fm_group(task: Task, samples: Samples, run: str) -> ArmGroup:
+    """The FM head and its random-init control on the backbone of named run ``run``."""
+    ctx = task.ctx
     test_times = samples.times[samples.where("test")]
-    pr.check_pretraining(test_times, ctx.pretraining_intervals, str(inputs.checkpoint))
+    pr.check_pretraining(test_times, ctx.pretraining_intervals, str(ctx.inputs.checkpoint))
     arms = {"fm_head": task.fm_arm(ctx.pretrained), "random_init": task.fm_arm(ctx.random_init)}
     arms["random_init"].kind = "control"
     arms["random_init"].description += " (control: the same network with untrained weights)"
-    arms |= task.arms(samples)
-    preds, chosen = {}, {}
-    for name, arm in arms.items():
+    meta = {
+        "checkpoint_sha256": file_sha256(ctx.inputs.checkpoint),
+        "embeddings_checkpoint_sha256": ctx.embeddings_sha,
+        "pretraining_intervals": ctx.pretraining_intervals,
+    }
+    return _train_group(task, samples, run, arms, meta)
+
+
+def baseline_group(task: Task, samples: Samples) -> ArmGroup:
+    """The task's own arms (paper, persistence, trivial, oracle): trained once for all runs."""
+    return _train_group(task, samples, BASELINES, task.arms(samples), {})
+
+
+def _train_group(task, samples, name, arms, meta) -> ArmGroup:
+    proto, device = task.ctx.protocol, task.ctx.device
+    preds, info = {}, {}
+    for arm_name, arm in arms.items():
         if arm.kind not in KINDS:
-            msg = f"{task.name}: arm {name} has kind {arm.kind!r}, not one of {KINDS}"
+            msg = f"{task.name}: arm {arm_name} has kind {arm.kind!r}, not one of {KINDS}"
             raise SdofmError(msg)
-        preds[name], chosen[name] = _train_arm(task, name, arm, samples, proto, ctx.device)
+        preds[arm_name], chosen = _train_arm(task, arm_name, arm, samples, proto, device)
+        info[arm_name] = {"kind": arm.kind, "description": arm.description, "chosen": chosen}
+    curves = {
+        float(p): {n: _train_arm(task, n, a, samples, proto, device, p)[0] for n, a in arms.items()}
+        for p in task.fractions
+        if p < 100
+    }
+    return ArmGroup(name, samples.times, samples.split, info, preds, curves, meta)
+
+
+def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: str | Path):
+    """Score every arm of ``groups`` (named runs first, the first run's arms unrenamed, then the
+    baselines) on the same test rows and resamples; write the task's outputs; return metrics.json.
+    """
+    proto = task.ctx.protocol
+    runs = [g for g in groups if g.name != BASELINES]
+    if not runs or len(runs) == len(groups):
+        msg = f"{task.name}: scoring needs the {BASELINES} group and at least one named run"
+        raise SdofmError(msg)
+    for g in groups:
+        g.check_samples(samples.times, samples.split, task.name)
+
+    def arm_name(group: ArmGroup, arm: str) -> str:
+        return arm if group.name == BASELINES or group is runs[0] else f"{arm}@{group.name}"
+
+    ordered = [*runs, *[g for g in groups if g.name == BASELINES]]
+    arms, preds, chosen = {}, {}, {}
+    for g in ordered:
+        for arm, info in g.arms.items():
+            name = arm_name(g, arm)
+            run = "" if g.name == BASELINES else f" [run {g.name}]"
+            arms[name] = Arm(info["kind"], info["description"] + run, train=None)
+            preds[name], chosen[name] = g.preds[arm], info["chosen"]
     log(f"{task.name}: scoring {len(arms)} arms, {proto.bootstrap} block-bootstrap resamples")
     scores = scoring.score(task, samples, preds, proto)
-    result = scoring.result(task, samples, arms, chosen, scores, ctx)
+    result = scoring.result(task, samples, arms, chosen, scores, task.ctx, runs[0].meta)
+    result.runs = {
+        g.name: scoring.run_entry(
+            task, scores["groups"]["all"], proto.level, arm_name(g, "fm_head"), g.meta
+        )
+        | {"control": arm_name(g, "random_init")}
+        for g in runs
+    }
     result.extra = task.extra(samples, preds)
     if task.fractions:
-        result.extra["curves"] = _curves(task, samples, arms, proto, ctx.device)
+        result.extra["curves"] = _curves(task, samples, ordered, arm_name, proto)
         result.extra["curves"]["100"] = {
             "n_train": result.split["train"],
             "arms": {a: v["metrics"] for a, v in result.arms.items()},
@@ -177,6 +247,14 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
         scoring.predictions_table(samples, preds, scores["thresholds"]).to_csv(tmp, index=False)
     write_json(data, out_dir / "metrics.json")  # last: Snakemake's sign the task is done
     return data
+
+
+def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, params: dict) -> dict:
+    """Run one task under the protocol in one process (the FM run's arms and the baselines, then
+    the scoring step); write its outputs to ``out_dir``; return metrics.json."""
+    task, samples = prepare(task_cls, inputs, params)
+    groups = [fm_group(task, samples, Path(inputs.checkpoint).parent.name or "fm")]
+    return score_groups(task, samples, [*groups, baseline_group(task, samples)], out_dir)
 
 
 def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
@@ -215,15 +293,11 @@ def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
     return out, setting
 
 
-def _curves(task, samples, arms, proto, device) -> dict[str, Any]:
+def _curves(task, samples, groups, arm_name, proto) -> dict[str, Any]:
     """Every arm at each fraction of the training labels (`Task.fractions`), under the protocol."""
     curves = {}
-    for percent in task.fractions:
-        if percent >= 100:
-            continue
-        preds = {
-            n: _train_arm(task, n, a, samples, proto, device, percent)[0] for n, a in arms.items()
-        }
+    for percent in sorted(groups[0].curves):
+        preds = {arm_name(g, a): g.curves[percent][a] for g in groups for a in g.arms}
         group = scoring.score(task, samples, preds, proto)["groups"]["all"]
         est, diffs = scoring.estimates(task, group, proto.level)
         n = len(pr.label_subset(samples.where("train"), percent, 0, len(proto.seeds)))

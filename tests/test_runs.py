@@ -1,0 +1,111 @@
+"""Named runs: a task's arms trained in saved groups (baselines once, FM arms per run), then
+scored together; sweeps chosen on validation only."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sdofm import SdofmError
+from sdofm.benchmarks import TASKS
+from sdofm.benchmarks import runner as rn
+from sdofm.benchmarks.arm_groups import read_group, write_group
+from sdofm.config import validate_block
+from tests.conftest import run_tiny_task
+
+TASK = "label_efficiency"  # its curves (Task.fractions) are trained in the groups too
+
+
+def _params(tiny_config):
+    params = validate_block(copy.deepcopy(tiny_config["benchmarks"][TASK]), "benchmarks", TASK)
+    return params | {"protocol": copy.deepcopy(tiny_config["protocol"])}
+
+
+@pytest.fixture(scope="module")
+def groups(tmp_path_factory, tiny_config, task_inputs):
+    """The FM group of run 'a', the baselines (saved and read back) and the one-job result."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs")
+    params = _params(tiny_config)
+    task, samples = rn.prepare(TASKS[TASK], task_inputs, params)
+    # named as the one-job run names its run: after the checkpoint's folder
+    run = task_inputs.checkpoint.parent.name
+    write_group(rn.fm_group(task, samples, run), out / "arms" / "a.nc")
+    baseline_inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    task_b, samples_b = rn.prepare(TASKS[TASK], baseline_inputs, params)
+    write_group(rn.baseline_group(task_b, samples_b), out / "arms" / "baselines.nc")
+    single = run_tiny_task(TASK, tiny_config, task_inputs, out / "single")
+    return out, params, single, run
+
+
+def _comparable(result):
+    return {k: v for k, v in result.items() if k != "provenance"}
+
+
+def test_saved_groups_score_as_the_single_job(groups, task_inputs):
+    out, params, single, _ = groups
+    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    task, samples = rn.prepare(TASKS[TASK], inputs, params)
+    loaded = [read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines")]
+    scored = rn.score_groups(task, samples, loaded, out / "scored")
+    assert _comparable(scored) == _comparable(single)
+    assert set(scored["extra"]["curves"]) == {"10", "100"}
+    assert scored["provenance"]["checkpoint_sha256"] == single["provenance"]["checkpoint_sha256"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "scored" / "predictions.csv"),
+        pd.read_csv(out / "single" / "predictions.csv"),
+    )
+
+
+def test_two_runs_share_the_baselines_and_pair_every_fm_head(groups, task_inputs):
+    """Run 'b' is the first run again under another name: its FM head's predictions equal the
+    first's, so their difference is 0 (its interval only the seeds' spread, each arm drawing
+    its own seed per resample) and not distinguishable; both runs face every baseline."""
+    out, params, _, run = groups
+    a, base = (read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines"))
+    b = copy.deepcopy(a)
+    b.name = "b"
+    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    task, samples = rn.prepare(TASKS[TASK], inputs, params)
+    result = rn.score_groups(task, samples, [a, b, base], out / "two")
+    assert {"fm_head", "random_init", "fm_head@b", "random_init@b"} <= set(result["arms"])
+    assert set(result["runs"]) == {run, "b"}
+    assert result["runs"]["b"]["fm"] == "fm_head@b"
+    assert result["runs"]["b"]["control"] == "random_init@b"
+    head = result["headline"]["metric"]
+    same = result["runs"]["b"]["differences"]["fm_head"][head]
+    assert same["value"] == 0 and same["ci"][0] < 0 < same["ci"][1]
+    assert same["verdict"] == "not distinguishable"
+    for metric, est in result["arms"]["fm_head@b"]["metrics"].items():
+        first = result["arms"]["fm_head"]["metrics"][metric]
+        assert (est["value"], est["per_seed"]) == (first["value"], first["per_seed"])
+    for name in (run, "b"):
+        assert set(base.arms) <= set(result["runs"][name]["differences"])
+    assert result["runs"][run]["headline"] == {
+        k: result["arms"]["fm_head"]["metrics"][head][k] for k in ("value", "ci")
+    }
+    assert "fm_head@b" in result["extra"]["curves"]["10"]["arms"]
+
+
+def test_a_group_of_other_samples_is_refused(groups, task_inputs):
+    out, params, _, run = groups
+    a, base = (read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines"))
+    a.times, a.split = a.times[1:], a.split[1:]
+    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    task, samples = rn.prepare(TASKS[TASK], inputs, params)
+    with pytest.raises(SdofmError, match=f"arm group '{run}' predicts .* samples, not the"):
+        rn.score_groups(task, samples, [a, base], out / "refused")
+    assert not (out / "refused" / "metrics.json").exists()
+    with pytest.raises(SdofmError, match="needs the baselines group"):
+        rn.score_groups(task, samples, [read_group(out / "arms" / "a.nc")], out / "refused")
+
+
+def test_a_file_that_is_no_arm_group_is_one_line(tmp_path):
+    import xarray as xr
+
+    xr.Dataset({"x": ("t", np.arange(3))}).to_netcdf(tmp_path / "x.nc", engine="h5netcdf")
+    with pytest.raises(SdofmError, match="is not an arm group written by"):
+        read_group(tmp_path / "x.nc")
