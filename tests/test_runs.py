@@ -2,18 +2,21 @@
 scored together; sweeps chosen on validation only."""
 
 import copy
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from sdofm import SdofmError
 from sdofm.benchmarks import TASKS
 from sdofm.benchmarks import runner as rn
 from sdofm.benchmarks.arm_groups import read_group, write_group
 from sdofm.config import validate_block
-from tests.conftest import run_tiny_task
+from tests.conftest import ROOT, run_tiny_task
 
+TASKS_RUN = sorted(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["benchmarks"])
 TASK = "label_efficiency"  # its curves (Task.fractions) are trained in the groups too
 
 
@@ -109,3 +112,60 @@ def test_a_file_that_is_no_arm_group_is_one_line(tmp_path):
     xr.Dataset({"x": ("t", np.arange(3))}).to_netcdf(tmp_path / "x.nc", engine="h5netcdf")
     with pytest.raises(SdofmError, match="is not an arm group written by"):
         read_group(tmp_path / "x.nc")
+
+
+def _jobs(output: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a Snakemake dry run lists."""
+    jobs = set()
+    for block in re.split(r"^(?:local)?rule ", output, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0].strip()
+        found = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        jobs.add((rule, found.group(1).strip() if found else ""))
+    return jobs
+
+
+@pytest.mark.workflow
+def test_two_named_runs_in_one_workflow(finished_run, tmp_path):
+    """The tiny run, then a second named run beside it: only that run's jobs, the scoring and
+    the reports run; every report names both runs; changing the second run's setting reruns
+    only its jobs (dry run), never the first run's nor the baselines."""
+    import shutil
+
+    from tests.conftest import TINY, snakemake
+
+    work = tmp_path / "work"
+    shutil.copytree(finished_run, work, symlinks=True)
+    first = yaml.safe_load(TINY.read_text()).get("pretrain", {}).get("backbone", "mae_tiny")
+
+    def config(mask_ratio: float):
+        text = yaml.safe_load(TINY.read_text())
+        text["pretrain"]["runs"] = {first: {}, "half": {"mask_ratio": mask_ratio}}
+        path = tmp_path / f"runs{mask_ratio}.yaml"
+        path.write_text(yaml.safe_dump(text))
+        return path
+
+    run = snakemake(work, "all", configfile=config(0.5))
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = {p.stem for p in (work / "results" / "benchmarks" / "train_baselines").rglob("*.tsv")}
+    assert (work / "results" / "pretrain" / "half" / "model.ckpt").exists()
+    for task in TASKS_RUN:
+        html = (work / "results" / task / "report.html").read_text()
+        assert "fm_head@half" in html and f"[run {first}]" in html, task
+        assert "Traceback" not in html, task
+        assert (work / "results" / task / "arms" / "baselines.nc").stat().st_mtime == (
+            finished_run / "results" / task / "arms" / "baselines.nc"
+        ).stat().st_mtime, f"{task}: the baselines were retrained for a new run"
+    summary = (work / "results" / "summary" / "report.html").read_text()
+    assert "Runs × tasks" in summary and ">half<" in summary and f">{first}<" in summary
+    assert ran  # the first run trained them once
+
+    dry = snakemake(work, "-n", "all", configfile=config(0.6))
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = _jobs(dry.stdout + dry.stderr)
+    rules = {rule for rule, _ in jobs}
+    assert {"pretrain_backbone", "train_arms", "run_benchmark", "render_summary"} <= rules
+    assert "train_baselines" not in rules and "build_dataset" not in rules
+    for rule, wildcards in jobs:
+        assert f"run={first}" not in wildcards, (rule, wildcards)
+        if rule in ("pretrain_backbone", "embed_month", "embed_times", "train_arms"):
+            assert "run=half" in wildcards, (rule, wildcards)

@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from sdofm import SdofmError
-from sdofm.config import check_task, validate_config
+from sdofm.config import check_task, pretrain_runs, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
@@ -17,7 +17,10 @@ except SdofmError as err:
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-BACKBONE = config["pretrain"]["backbone"]
+# The named runs (pretrain.runs; one named after the backbone when unset), each pretrained,
+# embedded and benchmarked under its name. The first run's FM head keeps the arm name fm_head.
+RUNS = pretrain_runs(config["pretrain"])
+RUN = next(iter(RUNS))
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
 CONFIG_FILES = [
@@ -56,6 +59,7 @@ os.environ.update(
 
 wildcard_constraints:
     task="|".join(TASKS),
+    run="|".join(RUNS),
     period=r"\d{4}-\d{2}",
     kind="flares|f107",
 
@@ -114,6 +118,18 @@ def benchmark_params(wildcards):
     """A task's block and the shared protocol, as `sdofm benchmark --params` takes them."""
     block = config["benchmarks"][wildcards.task] | {"protocol": config["protocol"]}
     return shlex.quote(json.dumps(block, sort_keys=True))
+
+
+def run_settings(wildcards):
+    """A named run's complete pretrain block, as `sdofm pretrain --params` takes it."""
+    return shlex.quote(json.dumps(RUNS[wildcards.run], sort_keys=True))
+
+
+def arm_groups(wildcards):
+    """A task's saved arm groups, scored together: each run's (the first first), the baselines'."""
+    return [
+        f"{RESULTS}/{wildcards.task}/arms/{group}.nc" for group in [*RUNS, "baselines"]
+    ]
 
 
 def training_launcher(wildcards, resources, threads):
