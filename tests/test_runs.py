@@ -169,3 +169,91 @@ def test_two_named_runs_in_one_workflow(finished_run, tmp_path):
         assert f"run={first}" not in wildcards, (rule, wildcards)
         if rule in ("pretrain_backbone", "embed_month", "embed_times", "train_arms"):
             assert "run=half" in wildcards, (rule, wildcards)
+
+
+def _planted(tmp_path, points, validation, test, *, higher_is_better=False):
+    """A results folder whose f107 metrics.json gives each sweep point a validation and a test
+    headline (RMSE: lower is better)."""
+    from sdofm.benchmarks.result import write_json
+
+    runs = {
+        p: {"validation": v, "headline": {"value": t, "ci": [t, t]}}
+        for p, v, t in zip(points, validation, test, strict=True)
+    }
+    write_json(
+        {"headline": {"higher_is_better": higher_is_better}, "runs": runs},
+        tmp_path / "f107" / "metrics.json",
+    )
+    return tmp_path
+
+
+def test_the_sweep_chooses_on_validation_and_ignores_a_better_test_score(tmp_path):
+    from snakemake.utils import Paramspace
+
+    from sdofm.sweep import sweep_points, sweep_table
+
+    points = sweep_points({"grid": {"mask_ratio": [0.5, 0.75, 0.9]}})
+    names = list(Paramspace(points, filename_params="*").instance_patterns)
+    assert names == ["mask_ratio~0.5", "mask_ratio~0.75", "mask_ratio~0.9"]
+    # the second point is best on validation; the third has a far better (planted) test score
+    results = _planted(tmp_path, names, [9.0, 5.0, 7.0], [8.0, 6.0, 0.1])
+    table = sweep_table(points, names, "f107", results)
+    assert table.loc[table["chosen"], "run"].tolist() == ["mask_ratio~0.75"]
+    assert table["test headline"].tolist() == [8.0, 6.0, 0.1]  # shown, not used
+    higher = _planted(
+        tmp_path / "r2", names, [0.1, 0.3, 0.2], [0.1, 0.2, 0.9], higher_is_better=True
+    )
+    table = sweep_table(points, names, "f107", higher)
+    assert table.loc[table["chosen"], "run"].tolist() == ["mask_ratio~0.75"]
+
+
+def test_random_sweep_points_are_seeded_and_in_range():
+    from sdofm.sweep import sweep_points
+
+    block = {
+        "random": {
+            "draws": 5,
+            "seed": 3,
+            "space": {
+                "learning_rate": {"low": 1e-4, "high": 1e-2},
+                "max_epochs": {"low": 1, "high": 3},
+                "backbone": ["mae_tiny", "mae_small"],
+            },
+        }
+    }
+    a, b = sweep_points(block), sweep_points(block)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["learning_rate"].between(1e-4, 1e-2).all()
+    assert set(a["max_epochs"]) <= {1, 2, 3} and a["max_epochs"].dtype.kind == "i"
+    assert set(a["backbone"]) <= {"mae_tiny", "mae_small"}
+    other = sweep_points(block | {"random": block["random"] | {"seed": 4}})
+    assert not a.equals(other)
+
+
+def test_a_bad_sweep_is_one_line(tiny_config):
+    from sdofm.config import pretrain_runs
+    from sdofm.sweep import sweep_runs
+
+    runs = pretrain_runs(tiny_config["pretrain"])
+    config = tiny_config | {"sweep": {"grid": {"mask_ratio": [0.5, 2]}}}
+    with pytest.raises(SdofmError, match="sweep point mask_ratio~2: .*pretrain.mask_ratio"):
+        sweep_runs(config, runs, ["mask_ratio~0.5", "mask_ratio~2"])
+    config = tiny_config | {"sweep": {"grid": {"mask_ratio": [0.5]}, "select": "f10.7"}}
+    with pytest.raises(SdofmError, match="'f10.7' is neither 'probe' nor a task"):
+        sweep_runs(config, runs, ["mask_ratio~0.5"])
+
+
+def test_the_slurm_profile_submits_the_sweep_points_as_independent_jobs(tmp_path):
+    from tests.test_slurm_submit import dry_run
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({"sweep": {"grid": {"mask_ratio": [0.5, 0.75, 0.9]}}}))
+    out = dry_run(
+        "--profile", "slurm", "--configfile", str(config), "-d", str(tmp_path / "w"),
+        "results/sweep/sweep.csv",
+    )  # fmt: skip
+    jobs = [b for b in re.split(r"^rule ", out, flags=re.M) if b.startswith("pretrain_backbone:")]
+    runs = sorted(re.search(r"wildcards: run=(\S+)", j).group(1) for j in jobs)
+    assert runs == ["mask_ratio~0.5", "mask_ratio~0.75", "mask_ratio~0.9"]
+    for job in jobs:  # each needs only the data set: nothing orders them, a cluster runs all
+        assert re.search(r"^\s+input: results/data/dataset.zarr$", job, re.M), job

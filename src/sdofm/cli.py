@@ -33,6 +33,7 @@ SECTIONS = {
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
     "embed": ["embed"],
+    "sweep": ["sweep"],
 }
 
 
@@ -331,6 +332,23 @@ def _benchmark(args, params):
     }
 
 
+def _sweep(args, params):
+    from snakemake.utils import Paramspace
+
+    from sdofm.io import atomic_output
+    from sdofm.sweep import PROBE, sweep_points, sweep_table
+
+    points = sweep_points(params)
+    runs = [r for r in args.runs.split(",") if r]
+    if runs != list(Paramspace(points, filename_params="*").instance_patterns):
+        msg = f"--runs {args.runs!r} are not the runs of the sweep's points"
+        raise SdofmError(msg)
+    table = sweep_table(points, runs, params.get("select", PROBE), Path(args.results))
+    with atomic_output(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    return {"chosen": table.loc[table["chosen"], "run"].item()}
+
+
 def _report(args, params):
     from sdofm.reports.render import render_report
 
@@ -524,6 +542,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
     p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
     p.set_defaults(embeddings=None, checkpoint=None)
+    p = add("sweep", "the sweep's points, scores and choice (validation only)", _sweep)
+    p.add_argument("--runs", required=True, help="the points' run names (comma-separated)")
+    p.add_argument("--results", required=True, help="the results folder")
+    p.add_argument("--out", required=True, help="the sweep table (CSV)")
     p = add(
         "report",
         "execute a report notebook with papermill and convert it to HTML",

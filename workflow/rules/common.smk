@@ -1,12 +1,16 @@
 import json
+import re
 import shlex
 import sys
+
+from snakemake.utils import Paramspace
 
 from sdofm import SdofmError
 from sdofm.config import check_task, pretrain_runs, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
+from sdofm.sweep import PROBE, sweep_points, sweep_runs
 from sdofm.training.layout import launcher
 
 try:
@@ -21,6 +25,14 @@ BENCHMARKS = f"{RESULTS}/benchmarks"
 # embedded and benchmarked under its name. The first run's FM head keeps the arm name fm_head.
 RUNS = pretrain_runs(config["pretrain"])
 RUN = next(iter(RUNS))
+# A sweep (config `sweep`): one named run per point of its Paramspace, chosen on validation.
+SWEEP = None
+if config.get("sweep"):
+    try:
+        SWEEP = Paramspace(sweep_points(config["sweep"]), filename_params="*")
+        RUNS |= sweep_runs(config, RUNS, list(SWEEP.instance_patterns))
+    except SdofmError as err:
+        sys.exit(f"Invalid configuration: {err}")
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = sorted(config["benchmarks"])
 CONFIG_FILES = [
@@ -59,7 +71,7 @@ os.environ.update(
 
 wildcard_constraints:
     task="|".join(TASKS),
-    run="|".join(RUNS),
+    run="|".join(map(re.escape, RUNS)),
     period=r"\d{4}-\d{2}",
     kind="flares|f107",
 
@@ -130,6 +142,14 @@ def arm_groups(wildcards):
     return [
         f"{RESULTS}/{wildcards.task}/arms/{group}.nc" for group in [*RUNS, "baselines"]
     ]
+
+
+def sweep_inputs(wildcards):
+    """What the sweep's choice reads: the task's metrics.json, or each point's pretraining."""
+    select = config["sweep"].get("select", PROBE)
+    if select != PROBE:
+        return [f"{RESULTS}/{select}/metrics.json"]
+    return [f"{RESULTS}/pretrain/{run}/model.ckpt" for run in SWEEP.instance_patterns]
 
 
 def training_launcher(wildcards, resources, threads):

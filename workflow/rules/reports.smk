@@ -35,6 +35,7 @@ rule render_summary:
         reports=all_reports(),
         pretraining=expand(rules.pretrain_backbone.output, run=RUNS),
         embedding_map=expand(rules.map_embeddings.output.png, run=RUN),
+        sweep=rules.select_sweep.output if SWEEP else [],
     output:
         executed=f"{RESULTS}/summary/report.ipynb",
         html=report(
@@ -56,8 +57,9 @@ rule render_summary:
         backbone=RUN,
         runs=",".join(RUNS),
         tasks=",".join(TASKS),
+        sweep=rules.select_sweep.output[0] if SWEEP else "",
     shell:
         "sdofm report --notebook {input.notebook:q} --executed {output.executed:q}"
         " --html {output.html:q} -p results_dir={params.results:q}"
         " -p backbone={params.backbone:q} -p runs={params.runs:q}"
-        " -p tasks={params.tasks:q} > {log:q} 2>&1"
+        " -p tasks={params.tasks:q} -p sweep_table={params.sweep:q} > {log:q} 2>&1"

@@ -227,7 +227,13 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
         g.name: scoring.run_entry(
             task, scores["groups"]["all"], proto.level, arm_name(g, "fm_head"), g.meta
         )
-        | {"control": arm_name(g, "random_init")}
+        | {
+            "control": arm_name(g, "random_init"),
+            # what a sweep chooses on: the FM head's headline on validation, mean over seeds
+            "validation": float(
+                np.nanmean([_on_validation(task, samples, p) for p in g.preds["fm_head"]])
+            ),
+        }
         for g in runs
     }
     result.extra = task.extra(samples, preds)
@@ -305,18 +311,22 @@ def _curves(task, samples, groups, arm_name, proto) -> dict[str, Any]:
     return curves
 
 
+def _on_validation(task, samples, pred) -> float:
+    """The headline metric of predictions ``pred`` on the validation rows (NaN if undefined)."""
+    metric = next(m for m in task.metrics if m.name == task.headline)
+    val = samples.where("val")
+    p = pred[val]
+    if metric.kind == "decision":
+        th = best_threshold(samples.y[val], p, _threshold_fn(task))
+        p = p >= th
+    v = metric.fn(samples.y[val], p)
+    return float(np.nanmean(v)) if metric.per_row else float(v)
+
+
 def _best_on_validation(task, samples, candidates) -> int:
     """Index of the candidate predictions with the best headline metric on validation rows."""
     metric = next(m for m in task.metrics if m.name == task.headline)
-    val = samples.where("val")
-    values = []
-    for pred in candidates:
-        p = pred[val]
-        if metric.kind == "decision":
-            th = best_threshold(samples.y[val], p, _threshold_fn(task))
-            p = p >= th
-        v = metric.fn(samples.y[val], p)
-        values.append(float(np.nanmean(v)) if metric.per_row else float(v))
+    values = [_on_validation(task, samples, pred) for pred in candidates]
     values = np.where(np.isfinite(values), values, -np.inf if metric.higher_is_better else np.inf)
     return int(np.argmax(values) if metric.higher_is_better else np.argmin(values))
 

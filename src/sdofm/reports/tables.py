@@ -134,7 +134,8 @@ def verdict_sentence(result: dict[str, Any]) -> str:
     runs = result.get("runs", {})
     if len(runs) > 1:
         return " ".join(
-            f"Run {run}: " + verdict_sentence(result | {"runs": {}, "differences": e["differences"]})
+            f"Run {run}: "
+            + verdict_sentence(result | {"runs": {}, "differences": e["differences"]})
             for run, e in runs.items()
         )
     metric = result["headline"]["metric"]
