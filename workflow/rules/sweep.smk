@@ -13,7 +13,7 @@ rule select_sweep:
         mem_mb=1000,
         runtime=runtime_for(10),
     params:
-        settings=as_arg("sweep"),
+        settings=as_arg("sweep") if SWEEP else "",
         runs=",".join(SWEEP.instance_patterns) if SWEEP else "",
         results=RESULTS,
     shell:
