@@ -15,7 +15,7 @@ rule select_sweep:
     params:
         settings=as_arg("sweep") if SWEEP else "",
         runs=",".join(SWEEP.instance_patterns) if SWEEP else "",
-        results=RESULTS,
+        results=subpath(output[0], ancestor=2),
     shell:
         # each point's settings and validation (or probe) score; the chosen point marked
         "sdofm sweep --params {params.settings} --runs {params.runs:q}"
