@@ -12,7 +12,7 @@ import yaml
 from sdofm import SdofmError
 from sdofm.benchmarks import TASKS
 from sdofm.benchmarks import runner as rn
-from sdofm.benchmarks.arm_groups import read_group, write_group
+from sdofm.benchmarks.arm_groups import ArmGroup, read_group, write_group
 from sdofm.config import validate_block
 from tests.conftest import ROOT, run_tiny_task
 
@@ -73,7 +73,13 @@ def test_two_runs_share_the_baselines_and_pair_every_fm_head(groups, task_inputs
     b.name = "b"
     inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
     task, samples = rn.prepare(TASKS[TASK], inputs, params)
-    result = rn.score_groups(task, samples, [a, b, base], out / "two")
+    empty = np.array([], str)
+    temporal = ArmGroup("t", empty, empty, {}, {}, meta={"not_applicable": "takes 4 frames"})
+    write_group(temporal, out / "arms" / "t.nc")
+    temporal = read_group(out / "arms" / "t.nc")
+    result = rn.score_groups(task, samples, [a, b, temporal, base], out / "two")
+    assert result["extra"]["not_applicable"] == {"t": "takes 4 frames"}
+    assert "t" not in result["runs"]
     assert {"fm_head", "random_init", "fm_head@b", "random_init@b"} <= set(result["arms"])
     assert set(result["runs"]) == {run, "b"}
     assert result["runs"]["b"]["fm"] == "fm_head@b"

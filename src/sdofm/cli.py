@@ -286,9 +286,11 @@ def _map(args, params):
 
 def _benchmark(args, params):
     """All arms of a task and their scores (no --group); or one group of its arms, saved."""
+    import numpy as np
+
     from sdofm.benchmarks import TASKS
     from sdofm.benchmarks import runner as rn
-    from sdofm.benchmarks.arm_groups import BASELINES, write_group
+    from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup, write_group
     from sdofm.config import validate_block
 
     if args.task not in TASKS:
@@ -317,7 +319,15 @@ def _benchmark(args, params):
         groups = [read_group(path) for path in args.group]
         result = rn.score_groups(task, samples, groups, args.out)
     else:
-        task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        try:
+            task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        except rn.NotApplicable as err:  # scored without this run, the reason in metrics.json
+            empty = np.array([], str)
+            write_group(
+                ArmGroup(args.group, empty, empty, {}, {}, meta={"not_applicable": str(err)}),
+                args.out,
+            )
+            return {"group": args.group, "not_applicable": str(err)}
         if backbone:
             group = rn.fm_group(task, samples, args.group)
         else:

@@ -38,6 +38,7 @@ from sdofm.io import atomic_output, file_sha256
 
 __all__ = [
     "Arm",
+    "NotApplicable",
     "Samples",
     "Task",
     "TaskInputs",
@@ -50,6 +51,10 @@ __all__ = [
 
 KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class NotApplicable(SdofmError):
+    """The task cannot use this run's backbone (e.g. a temporal one for a single-image task)."""
 
 
 @dataclass
@@ -118,6 +123,7 @@ class Task:
     threshold_metric: str | None = None  # yes/no metrics: threshold maximising it on val
     published_anchor: dict[str, Any] | None = None
     folds = 1
+    single_frame = False  # True: the FM arms need a backbone of single frames
     fractions: tuple[float, ...] = ()  # label-efficiency curve: % of the training labels
 
     def __init__(self, ctx: Context):
@@ -149,6 +155,9 @@ def log(message: str) -> None:
 def prepare(task_cls: type[Task], inputs: TaskInputs, params: dict) -> tuple[Task, Samples]:
     """Open the inputs, check the split's buffers and build the task's samples."""
     ctx = Context.open(inputs, params)
+    if task_cls.single_frame and ctx.hp.get("frames", 1) > 1:
+        msg = f"{task_cls.name} takes single images; this backbone takes {ctx.hp['frames']} frames"
+        raise NotApplicable(msg)
     task = task_cls(ctx)
     pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, ctx.protocol.buffer_days)
     samples = task.samples()
@@ -202,6 +211,8 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
     baselines) on the same test rows and resamples; write the task's outputs; return metrics.json.
     """
     proto = task.ctx.protocol
+    skipped = {g.name: g.meta["not_applicable"] for g in groups if "not_applicable" in g.meta}
+    groups = [g for g in groups if g.name not in skipped]
     runs = [g for g in groups if g.name != BASELINES]
     if not runs or len(runs) == len(groups):
         msg = f"{task.name}: scoring needs the {BASELINES} group and at least one named run"
@@ -236,7 +247,7 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
         }
         for g in runs
     }
-    result.extra = task.extra(samples, preds)
+    result.extra = task.extra(samples, preds) | ({"not_applicable": skipped} if skipped else {})
     if task.fractions:
         result.extra["curves"] = _curves(task, samples, ordered, arm_name, proto)
         result.extra["curves"]["100"] = {

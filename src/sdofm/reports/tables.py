@@ -18,6 +18,7 @@ __all__ = [
     "KIND_ORDER",
     "arms_table",
     "best_arm",
+    "budget_table",
     "differences_table",
     "fmt",
     "headline",
@@ -125,7 +126,40 @@ def runs_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
                 if d is not None:
                     cell += f"<br><small>vs {other}: {d['verdict']}</small>"
             table.setdefault(run, {})[task] = cell
+        for run, reason in r["extra"].get("not_applicable", {}).items():
+            table.setdefault(run, {})[task] = f"n/a<br><small>{reason}</small>"
     return pd.DataFrame(table).T.rename_axis("run")
+
+
+def budget_table(results_dir: str, runs: list[str], results: dict[str, dict]) -> pd.DataFrame:
+    """Each run's pretraining compute (one step's FLOPs at its batch, times its optimiser steps,
+    as `perf/pretrain_throughput.py` counts them) and its FM head's headline on every task."""
+    import json
+    import os
+
+    from sdofm.models.checkpoint import load_backbone
+    from sdofm.models.flops import step_flops
+
+    rows = {}
+    for run in runs:
+        pre = os.path.join(results_dir, "pretrain", run)
+        with open(os.path.join(pre, "summary.json")) as f:
+            summary = json.load(f)
+        net, hp = load_backbone(os.path.join(pre, "model.ckpt"))
+        config = hp.get("config", {})
+        batch = config.get("batch_size", 1) * config.get("accumulate_grad_batches", 1)
+        row = {
+            "backbone": summary["backbone"],
+            "M parameters": round(summary["parameters"] / 1e6, 3),
+            "steps": summary["steps"],
+            "training TFLOPs": step_flops(net.train(), batch) * summary["steps"] / 1e12,
+            "final probe R²": summary["final_probe_r2"],
+        }
+        for task, r in results.items():
+            entry = r.get("runs", {}).get(run)
+            row[task] = entry["headline"]["value"] if entry else None
+        rows[run] = row
+    return pd.DataFrame(rows).T.rename_axis("run")
 
 
 def verdict_sentence(result: dict[str, Any]) -> str:
