@@ -57,9 +57,8 @@ rule render_summary:
         backbone=RUN,
         runs=",".join(RUNS),
         tasks=",".join(TASKS),
-        sweep=rules.select_sweep.output[0] if SWEEP else "",
     shell:
         "sdofm report --notebook {input.notebook:q} --executed {output.executed:q}"
         " --html {output.html:q} -p results_dir={params.results:q}"
         " -p backbone={params.backbone:q} -p runs={params.runs:q}"
-        " -p tasks={params.tasks:q} -p sweep_table={params.sweep:q} > {log:q} 2>&1"
+        " -p tasks={params.tasks:q} -p sweep_table={input.sweep:q} > {log:q} 2>&1"
