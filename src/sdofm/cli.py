@@ -316,6 +316,7 @@ def _benchmark(args, params):
         from sdofm.benchmarks.arm_groups import read_group
 
         task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        task.arms(samples)  # built, never trained: the state the task's extra() and figures() read
         groups = [read_group(path) for path in args.group]
         result = rn.score_groups(task, samples, groups, args.out)
     else:
