@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
+import xarray as xr
 
 from sdofm.training.callbacks import ridge_r2
 
@@ -32,8 +34,6 @@ def test_probe_ridge_equals_the_closed_form():
 
 def test_embedding_map_is_the_training_rows_pca(embeddings, dataset, tmp_path):
     """PC coordinates equal the SVD of the centred training rows, up to each axis' sign."""
-    import xarray as xr
-
     from sdofm.embeddings.explore import embedding_map
 
     info = embedding_map(embeddings, dataset, tmp_path / "map.png", tmp_path / "map.csv")
@@ -50,3 +50,37 @@ def test_embedding_map_is_the_training_rows_pca(embeddings, dataset, tmp_path):
         assert np.allclose(np.abs(ours), np.abs(xy[:, k]), rtol=1e-4, atol=1e-6)
     explained = s[:2] ** 2 / (s**2).sum()
     assert np.allclose([info["explained_pc1"], info["explained_pc2"]], explained, rtol=1e-6)
+
+
+def _similar_by_hand(z, times, split, q, k, exclude_hours):
+    """`similar_times`' former search: centre on the training mean, cosine by hand, argsort."""
+    train = split == "train"
+    zc = z - z[train].mean(axis=0)
+    unit = zc / np.linalg.norm(zc, axis=1, keepdims=True)
+    dist = 1.0 - unit @ (zc[q] / np.linalg.norm(zc[q]))
+    far = np.abs(times - times[q]) > pd.Timedelta(hours=exclude_hours)
+    order = np.argsort(np.where(far, dist, np.inf))[: min(k, int(far.sum()))]
+    return times[order], dist[order]
+
+
+@pytest.mark.parametrize(("k", "exclude_hours"), [(5, 24.0), (40, 0.0), (200, 36.0)])
+def test_similar_times_nearest_neighbours_equal_the_hand_search(tmp_path, k, exclude_hours):
+    """sklearn's NearestNeighbors (cosine) finds the same times, in the same order, at the same
+    distances as the former argsort over hand-computed cosine distances."""
+    from sdofm.embeddings.explore import similar_times
+
+    rng = np.random.default_rng(1)
+    n = 120
+    times = pd.date_range("2011-01-01", periods=n, freq="6h")
+    z = (rng.normal(size=(n, 16)) + 3.0).astype("f4")  # a large common part, as real ones have
+    split = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
+    xr.Dataset(
+        {"embedding": (("time", "feature"), z), "split": ("time", split)}, coords={"time": times}
+    ).to_zarr(tmp_path / "e.zarr", consolidated=True, zarr_format=2)
+    q = 57
+    found = similar_times(tmp_path / "e.zarr", str(times[q]), k=k, exclude_hours=exclude_hours)
+    ref_times, ref_dist = _similar_by_hand(z, times, split, q, k, exclude_hours)
+    assert len(found) == min(k, len(ref_times)) > 0
+    assert list(found["time"]) == list(ref_times)
+    assert np.allclose(found["cosine_distance"], ref_dist, rtol=1e-5, atol=1e-6)
+    assert found.attrs["query"] == str(times[q])
