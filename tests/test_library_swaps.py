@@ -84,3 +84,57 @@ def test_similar_times_nearest_neighbours_equal_the_hand_search(tmp_path, k, exc
     assert list(found["time"]) == list(ref_times)
     assert np.allclose(found["cosine_distance"], ref_dist, rtol=1e-5, atol=1e-6)
     assert found.attrs["query"] == str(times[q])
+
+
+_CLASSES = [
+    *(f"{c}{m:.1f}" for c in "ABCMX" for m in np.arange(1.0, 10.0, 0.1)),
+    *["A0.5", "a0.05", "c3.25", "m9.99", "X9.9", "X10.0", "X10", "x12.5", "X25.3", "X130"],
+]
+
+
+def test_goes_class_to_flux_equals_sunkit_instruments():
+    """Class → flux is sunkit-instruments' `flareclass_to_flux`, to the bit."""
+    import astropy.units as u
+    from sunkit_instruments.goes_xrs import flareclass_to_flux
+
+    from sdofm.sources.goes import goes_class_to_flux
+
+    for cls in _CLASSES:
+        assert goes_class_to_flux(cls) == flareclass_to_flux(cls).to_value(u.W / u.m**2), cls
+
+
+def test_flux_to_goes_class_agrees_with_sunkit_instruments():
+    """Flux → class: sunkit-instruments' letter and magnitude, ours rounded to one decimal (the
+    flare lists' form, "C9.9"); a magnitude that rounds to 10 moves up a letter (9.96e-6 is
+    M1.0, not C10.0) except in X, which has no letter above (X130.0)."""
+    import astropy.units as u
+    from sunkit_instruments.goes_xrs import flareclass_to_flux, flux_to_flareclass
+
+    from sdofm.sources.goes import GOES_SCALE, flux_to_goes_class
+
+    edges = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+    fluxes = np.concatenate(
+        [
+            np.logspace(-9.5, -1.5, 4001),
+            [9.99e-6, 1e-5, 9.949e-6, 9.95e-6, 9.96e-6, 9.99e-5, 1e-4, 9.9e-4, 1.3e-2, 1e-9],
+            np.multiply.outer(edges, [1 - 1e-12, 1 + 1e-12]).ravel(),
+        ]
+    )
+    letters = list(GOES_SCALE)
+    for flux in fluxes.tolist():  # Python floats: numpy's round() rounds differently
+        ours = flux_to_goes_class(flux)
+        theirs = flux_to_flareclass(flux * u.W / u.m**2)
+        scale = GOES_SCALE[theirs[0]]
+        assert scale == pytest.approx(flareclass_to_flux(f"{theirs[0]}1").to_value(u.W / u.m**2))
+        magnitude = round(flux / scale, 1)
+        if magnitude >= 10 and theirs[0] != "X":
+            letter = letters[letters.index(theirs[0]) + 1]
+            assert ours == f"{letter}{round(flux / (10 * scale), 1):.1f}", (flux, theirs)
+        else:
+            assert ours == f"{theirs[0]}{magnitude:.1f}", (flux, theirs)
+    assert [flux_to_goes_class(f) for f in (9.99e-6, 1e-5, 9.949e-6, 2.5e-3)] == [
+        "M1.0",
+        "M1.0",
+        "C9.9",
+        "X25.0",
+    ]
