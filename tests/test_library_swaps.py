@@ -138,3 +138,35 @@ def test_flux_to_goes_class_agrees_with_sunkit_instruments():
         "C9.9",
         "X25.0",
     ]
+
+
+def _integrated_gradients_by_hand(f, x, steps):
+    """The saliency's former integrated gradients: midpoint rule from the zero image, one batch."""
+    import torch
+
+    alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
+    path = (alphas[:, None, None, None] * x[None]).requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(path).sum(), path)
+    return (x * grad.mean(dim=0)).detach()
+
+
+@pytest.mark.parametrize("steps", [2, 32])
+def test_integrated_gradients_equal_the_hand_midpoint_rule(steps):
+    """Captum's IntegratedGradients (riemann_middle) gives the former attributions."""
+    import torch
+
+    from sdofm.benchmarks.flare_forecast import integrated_gradients
+
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(), torch.nn.Flatten())
+    head = torch.nn.Linear(4 * 10 * 10, 1)
+
+    def f(b):
+        return head(conv(b))[:, 0]
+
+    x = torch.randn(3, 12, 12)
+    ours = integrated_gradients(f, x, steps=steps)
+    ref = _integrated_gradients_by_hand(f, x, steps)
+    assert ours.shape == x.shape
+    assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-7)
+    assert float(ref.abs().max()) > 1e-3  # a real attribution, not zeros

@@ -53,11 +53,14 @@ def largest_flare_ahead(flares: pd.DataFrame, times, horizon: pd.Timedelta, min_
 
 
 def integrated_gradients(f, x: torch.Tensor, steps: int = 32) -> torch.Tensor:
-    """Integrated gradients of ``f`` (batch -> (B,)) at ``x`` (C, H, W) from the zero image."""
-    alphas = (torch.arange(steps, dtype=x.dtype) + 0.5) / steps
-    path = (alphas[:, None, None, None] * x[None]).requires_grad_(True)
-    (grad,) = torch.autograd.grad(f(path).sum(), path)
-    return (x * grad.mean(dim=0)).detach()
+    """Integrated gradients of ``f`` (batch -> (B,)) at ``x`` (C, H, W) from the zero image:
+    Captum's, by the midpoint rule over ``steps`` points, all in one batch."""
+    from captum.attr import IntegratedGradients
+
+    attr = IntegratedGradients(f).attribute(
+        x[None], baselines=0.0, n_steps=steps, method="riemann_middle", internal_batch_size=steps
+    )
+    return attr[0].detach()
 
 
 class FlareForecast(Task):
