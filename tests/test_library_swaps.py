@@ -170,3 +170,43 @@ def test_integrated_gradients_equal_the_hand_midpoint_rule(steps):
     assert ours.shape == x.shape
     assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-7)
     assert float(ref.abs().max()) > 1e-3  # a real attribution, not zeros
+
+
+def _tai_by_hand(texts):
+    """`parse_tobs`' former TAI reading: rewrite the JSOC form as ISO, then astropy TAI → UTC."""
+    from astropy.time import Time
+
+    iso = []
+    for text in texts:
+        date, clock = text[:-4].split("_")
+        iso.append(f"{date.replace('.', '-')}T{clock}")
+    return pd.DatetimeIndex(Time(iso, format="isot", scale="tai").utc.to_datetime())
+
+
+def test_hmi_tai_times_by_sunpy_parse_time_equal_the_hand_parser(monkeypatch):
+    """HMI T_OBS (``2011.01.01_00:00:34_TAI``, also with fractional seconds) read through
+    sunpy.time.parse_time give the former UTC times, across leap seconds (2012-07-01,
+    2015-07-01, 2017-01-01), with AIA's UTC strings in the same list left as they were."""
+    import sunpy.time
+
+    from sdofm.sources.sdoml import format_tai, parse_tobs
+
+    calls = []
+    parse = sunpy.time.parse_time
+    monkeypatch.setattr(sunpy.time, "parse_time", lambda t: calls.append(t) or parse(t))
+    rng = np.random.default_rng(2)
+    steps = pd.date_range("2010-05-01", "2020-01-01", freq="7D")
+    near = [pd.Timestamp(d) + pd.Timedelta(s, "s") for d in ("2012-07-01", "2017-01-01")
+            for s in (-40, -1, 0, 1, 40)]  # fmt: skip
+    whole = [format_tai(t) for t in [*steps, *near]]
+    fraction = [
+        f"{t[:-4]}.{rng.integers(0, 1000):03d}_TAI" for t in whole[::3]
+    ]  # e.g. 2019.09.15_00:00:02.898_TAI
+    texts = whole + fraction
+    assert list(parse_tobs(texts)) == list(_tai_by_hand(texts))
+    assert sorted(map(len, calls)) == sorted([len(whole), len(fraction)])  # sunpy read them
+    aia = "2011-01-01T00:00:07.84Z"
+    mixed = parse_tobs([aia, whole[0], fraction[0]])
+    assert mixed[0] == pd.Timestamp("2011-01-01T00:00:07.84")
+    assert list(mixed[1:]) == list(_tai_by_hand([whole[0], fraction[0]]))
+    assert parse_tobs(["2011.01.01_00:00:34_TAI"])[0] == pd.Timestamp("2011-01-01")
