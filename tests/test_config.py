@@ -207,3 +207,49 @@ def test_a_target_of_no_configured_task_lists_the_tasks():
     )
     with pytest.raises(SdofmError, match=r"'flare_forecast' has no benchmarks.flare_forecast"):
         check_task("flare_forecast", ["f107"])
+
+
+@pytest.mark.parametrize(
+    ("hmi", "chosen", "match"),
+    [
+        # a misspelt name: the schema's enum error with a did-you-mean
+        (["Bx", "By", "Bz"], ["Bloss"], r"baseline_channels.0': 'Bloss' is not one of .*"
+         r"\(did you mean 'Blos'\?\)"),
+        (["Bx", "By", "Bz"], ["bz"], r"did you mean 'Bz'\?"),
+        # a real component the data set does not hold: the valid names listed
+        (["Bx", "By", "Bz"], ["Blos"], r"'Blos' is not an HMI component of the data set .*"
+         r"not derived from the vector field\): valid: \['Bx', 'By', 'Bz'\]"),
+        (["Blos"], ["Bz"], r"'Bz' is not an HMI component of the data set: valid: \['Blos'\]"),
+        ([], None, r"holds no HMI component"),
+    ],
+)  # fmt: skip
+def test_flare_forecast_baseline_channels_must_be_held_hmi_components(hmi, chosen, match):
+    """Checked with the config, before any job: one line naming the key."""
+    config = copy.deepcopy(DEFAULT)
+    config["data"]["hmi_components"] = hmi
+    config["benchmarks"]["flare_forecast"]["baseline_channels"] = chosen
+    with pytest.raises(SdofmError, match=match) as err:
+        validate_config(config)
+    assert "'benchmarks.flare_forecast.baseline_channels" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("hmi", "chosen", "expected"),
+    [
+        (["Bx", "By", "Bz", "Blos"], ["Blos"], ["Blos"]),
+        (["Bx", "By", "Bz", "Blos"], ["Blos", "Bz"], ["Blos", "Bz"]),
+        (["Blos"], None, ["Blos"]),  # unset: the paper's line-of-sight field when held
+        (["Bx", "By", "Bz", "Blos"], None, ["Blos"]),
+        (["Bx", "By", "Bz"], None, ["Bz"]),  # else Bz, as before
+    ],
+)
+def test_flare_forecast_baseline_channels_name_the_held_components(hmi, chosen, expected):
+    config = copy.deepcopy(DEFAULT)
+    config["data"]["hmi_components"] = hmi
+    block = config["benchmarks"]["flare_forecast"]
+    if chosen is None:
+        block.pop("baseline_channels", None)
+    else:
+        block["baseline_channels"] = chosen
+    assert validate_config(config)["benchmarks"]["flare_forecast"]["baseline_channels"] == expected

@@ -18,6 +18,7 @@ from sdofm import SdofmError
 
 __all__ = [
     "SCHEMA_PATH",
+    "baseline_channels",
     "check_task",
     "config_hash",
     "load_config",
@@ -82,6 +83,11 @@ def _message(error: jsonschema.ValidationError) -> tuple[str, str]:
         close = difflib.get_close_matches(unknown, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return key, f"is not a known key ({hint})"
+    if error.validator == "enum" and isinstance(error.instance, str):
+        names = {str(v).lower(): str(v) for v in error.validator_value}
+        close = difflib.get_close_matches(error.instance.lower(), list(names), n=1)
+        hint = f" (did you mean '{names[close[0]]}'?)" if close else ""
+        return ".".join(path), error.message + hint
     if error.validator == "pattern" and "description" in error.schema:
         return ".".join(path), f"{error.instance!r} is not {error.schema['description']}"
     if error.validator == "format" and "description" in error.schema:
@@ -136,10 +142,36 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
                 )
 
 
-def _check_channels(config: Mapping[str, Any]) -> None:
+def baseline_channels(chosen: list[str] | None, held: Iterable[str], *, key: str) -> list[str]:
+    """The HMI components of flare_forecast's CNN: ``chosen``, each one of ``held`` (the data
+    set's HMI components); None: line-of-sight ``Blos`` if held (the paper's input), else Bz."""
+    held = [str(c) for c in held]
+    if not held:
+        _fail(key, "the data set holds no HMI component (data.hmi_components is empty)")
+    chosen = chosen or (["Blos"] if "Blos" in held else ["Bz"])
+    for name in chosen:
+        if name not in held:
+            why = (
+                " (Blos, line-of-sight magnetograms, comes from level-1 FITS, sources.hmi; "
+                "it is not derived from the vector field)"
+                if name == "Blos"
+                else ""
+            )
+            _fail(key, f"{name!r} is not an HMI component of the data set{why}: valid: {held}")
+    return list(chosen)
+
+
+def _check_channels(config: dict[str, Any]) -> None:
     """Channels a benchmark needs must be inputs of the data set."""
     data, tasks = config.get("data", {}), config.get("benchmarks", {})
     aia = data.get("aia_channels", [])
+    if "flare_forecast" in tasks:
+        block = tasks["flare_forecast"]
+        block["baseline_channels"] = baseline_channels(
+            block.get("baseline_channels"),
+            data.get("hmi_components", []),
+            key="benchmarks.flare_forecast.baseline_channels",
+        )
     target = tasks.get("missing_channel", {}).get("target")
     if target is not None and (target not in aia or len(aia) < 2):
         _fail(
