@@ -26,6 +26,7 @@ __all__ = [
     "goes_persistence",
     "quiet_sun_mask",
     "quiet_sun_mode",
+    "ridge_arm",
     "ridge_on_val",
 ]
 
@@ -89,6 +90,24 @@ def ridge_on_val(
     _, model, alpha = best
     model.feature_mean_, model.feature_std_ = mean, std
     return model, float(alpha)
+
+
+def ridge_arm(x: np.ndarray, *, log: bool = False):
+    """An arm's ``train``: `ridge_on_val` from features ``x`` (T, F) to the targets, standardised
+    with the training rows (of log10 with ``log``); returns the predictor of sample rows."""
+    from sdofm.benchmarks.heads import TargetScaler
+
+    def train(f):
+        tr, va = f.rows["train"], f.rows["val"]
+        scale = TargetScaler(f.y[tr], log=log)
+        y = np.zeros((len(f.y), *np.shape(f.y)[1:]))
+        for rows in (tr, va):
+            y[rows] = scale(f.y[rows]).numpy().reshape(y[rows].shape)
+        model, _ = ridge_on_val(x, y, tr, va)
+        z = (np.nan_to_num(x) - model.feature_mean_) / model.feature_std_
+        return lambda rows: scale.inverse(model.predict(z[rows]))
+
+    return train
 
 
 def quiet_sun_mask(bz: np.ndarray, *, gauss: float = 5.0) -> np.ndarray:
