@@ -20,6 +20,8 @@ from sklearn.linear_model import Ridge
 
 __all__ = [
     "channel_statistics",
+    "climatology_arm",
+    "cnn_arm",
     "dimming_ratio",
     "disk_features",
     "flare_persistence",
@@ -108,6 +110,28 @@ def ridge_arm(x: np.ndarray, *, log: bool = False):
         return lambda rows: scale.inverse(model.predict(z[rows]))
 
     return train
+
+
+def cnn_arm(images, *, width: int, epochs: int, patience: int, log: bool = False):
+    """An arm's ``train``: a `ResidualCNN` from scratch on ``images`` (T, C, H, W), a tensor,
+    to the targets standardised with the training rows (of log10 with ``log``)."""
+    from sdofm.benchmarks.baseline_nets import ResidualCNN
+    from sdofm.benchmarks.heads import TargetScaler, fit, predict
+
+    def train(f):
+        scale = TargetScaler(f.y[f.rows["train"]], log=log)
+        net = ResidualCNN(images.shape[1], f.y.shape[1], width=width)
+        data = [(images[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
+        net = fit(net, *data, **f.kwargs(epochs=epochs, batch_size=32, patience=patience))
+        return lambda rows: scale.inverse(predict(net, images[rows], device=f.device))
+
+    return train
+
+
+def climatology_arm(f):
+    """An arm's ``train``: the mean of the training rows' targets, for every row."""
+    mean = f.y[f.rows["train"]].mean(axis=0)
+    return lambda rows: np.tile(mean, (len(rows), 1))
 
 
 def quiet_sun_mask(bz: np.ndarray, *, gauss: float = 5.0) -> np.ndarray:

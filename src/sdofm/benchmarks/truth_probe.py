@@ -29,9 +29,7 @@ import torch
 
 from sdofm import SdofmError
 from sdofm.benchmarks import scoring
-from sdofm.benchmarks.baseline_nets import ResidualCNN
-from sdofm.benchmarks.baselines import ridge_arm
-from sdofm.benchmarks.heads import TargetScaler, fit, predict
+from sdofm.benchmarks.baselines import climatology_arm, cnn_arm, ridge_arm
 from sdofm.benchmarks.inputs import Backbone
 from sdofm.benchmarks.metrics import Metric, mean_r2, on_column, r2, roc_auc
 from sdofm.benchmarks.runner import Arm, Samples, Task, arm_predictions, log
@@ -132,30 +130,15 @@ class TruthProbe(Task):
 
     def arms(self, samples: Samples) -> dict[str, Arm]:
         stats, images = self.images
-        x_img = torch.from_numpy(images)
-
-        def cnn(f):
-            scale = TargetScaler(f.y[f.rows["train"]])
-            net = ResidualCNN(x_img.shape[1], f.y.shape[1], width=self.params["cnn_width"])
-            data = [(x_img[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
-            kw = f.kwargs(epochs=self.params["cnn_epochs"], batch_size=32, patience=3)
-            net = fit(net, *data, **kw)
-            return lambda rows: scale.inverse(predict(net, x_img[rows], device=f.device))
-
-        def climatology(f):
-            mean = f.y[f.rows["train"]].mean(axis=0)
-            return lambda rows: np.tile(mean, (len(rows), 1))
-
-        return {
-            "pooled_stats": Arm(
-                "paper",
-                "ridge probe on each channel's mean, std and 1/10/50/90/99th percentiles",
-                ridge_arm(stats),
-                seeded=False,
-            ),
-            "cnn_supervised": Arm("paper", "a small CNN trained on the images from scratch", cnn),
-            "climatology": Arm("trivial", "mean of the training rows", climatology, seeded=False),
-        }
+        p = self.params
+        probe = "ridge probe on each channel's mean, std and 1/10/50/90/99th percentiles"
+        net = cnn_arm(
+            torch.from_numpy(images), width=p["cnn_width"], epochs=p["cnn_epochs"], patience=3
+        )
+        arms = {"pooled_stats": Arm("paper", probe, ridge_arm(stats), seeded=False)}
+        arms["cnn_supervised"] = Arm("paper", "a small CNN trained on the images from scratch", net)
+        arms["climatology"] = Arm("trivial", "training mean", climatology_arm, seeded=False)
+        return arms
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         p = self.params
@@ -205,6 +188,8 @@ class TruthProbe(Task):
         from sdofm.benchmarks.runner import Fit
 
         path = self.ctx.inputs.truth_file("flares.csv")
+        if path is None:
+            return {"rows": {}, "scored": "no: the ground truth has no flares.csv"}
         loc = flares_in_progress(pd.read_csv(path), samples.times)
         has = np.isfinite(loc).all(1) & np.isin(samples.split, ["train", "val", "test"])
         rows = {s: np.flatnonzero(has & (samples.split == s)) for s in ("train", "val", "test")}
