@@ -2,9 +2,9 @@
 
 Only the synthetic Sun knows its truth (``regions.csv``, ``flares.csv``), so the task needs
 ``--truth`` and refuses to run without it. Targets of each time step (not disk-integrated):
-the number of visible active regions (|longitude| < 90°, flux >= ``min_flux_mx``), the log10
-flux of the largest, its latitude and longitude, and a δ flag (a visible region of complexity
->= ``delta_complexity``). Rows are the valid time steps with at least one visible region.
+the number of visible active regions (|longitude| < 90°, flux >= 10^``min_log10_flux`` Mx),
+the log10 flux of the largest, its latitude and longitude, and a δ flag (a visible region
+of complexity >= ``delta_complexity``). Rows: the valid time steps with a visible region.
 Arms (the runner adds the random-init control and the label-efficiency curve, `fractions`):
 - ``fm_head``: a ridge probe on the frozen embedding (penalty chosen on validation);
 - ``pooled_stats``: the same ridge probe on pooled per-channel statistics of the normalised
@@ -101,7 +101,10 @@ class TruthProbe(Task):
         ds, p = self.ctx.ds, self.params
         regions = pd.read_csv(path, parse_dates=["emergence"])
         y = planted_targets(
-            regions, ds.time.values, min_flux=p["min_flux_mx"], delta=p["delta_complexity"]
+            regions,
+            ds.time.values,
+            min_flux=10.0 ** p["min_log10_flux"],
+            delta=p["delta_complexity"],
         )
         ok = ds.valid.values & np.isfinite(y).all(1)
         ok &= np.isfinite(self.ctx.pretrained.embeddings).all(axis=1)
@@ -144,7 +147,7 @@ class TruthProbe(Task):
         p = self.params
         return {
             "targets": {
-                "n_visible": f"regions with |lon| < 90 deg and flux >= {p['min_flux_mx']:g} Mx",
+                "n_visible": f"regions at |lon| < 90 deg with flux >= 1e{p['min_log10_flux']:g} Mx",
                 "log10_flux_max": "log10 flux (Mx) of the largest visible region",
                 "lat_max_deg": "its latitude (deg)",
                 "lon_max_deg": "its Stonyhurst longitude (deg)",
