@@ -174,3 +174,28 @@ def test_truth_probe_runs_every_arm_on_the_tiny_sun(task_inputs, tiny_config, tm
     assert [c["step"] for c in steps["curve"]] == [s for s, _ in kept] + [final]
     assert steps["curve"][-1]["mean_r2"]["value"] == arms["fm_head"]["metrics"]["mean_r2"]["value"]
     assert result["extra"]["flare_location"]["scored"].startswith(("yes", "no"))
+
+
+@pytest.mark.parametrize("outputs", [0, 1, 5])
+def test_ridge_penalty_from_the_svd_path_is_sklearns_choice(outputs):
+    """The penalty chosen from one SVD is the one 17 separate scikit-learn fits would choose."""
+    from sklearn.linear_model import Ridge
+
+    from sdofm.benchmarks.baselines import RIDGE_ALPHAS, ridge_on_val
+
+    rng = np.random.default_rng(outputs)
+    x = rng.normal(size=(240, 30))
+    y = x @ rng.normal(size=(30, max(outputs, 1))) + 4 * rng.normal(size=(240, max(outputs, 1)))
+    y = y[:, 0] if outputs == 0 else y
+    train, val = np.arange(120), np.arange(120, 180)
+    model, alpha = ridge_on_val(x, y, train, val)
+    z = (x - model.feature_mean_) / model.feature_std_
+    errors = [
+        np.mean(
+            (Ridge(alpha=a).fit(z[train], y[train]).predict(z[val]).reshape(y[val].shape) - y[val])
+            ** 2
+        )
+        for a in RIDGE_ALPHAS
+    ]
+    assert alpha == RIDGE_ALPHAS[int(np.argmin(errors))]
+    assert model.alpha == alpha
