@@ -538,8 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_stderr()
     if args.threads:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)  # numpy/scipy BLAS too: spare threads only spin
     started = time.perf_counter()
     try:
         _check_inputs(args)

@@ -18,11 +18,13 @@ from sdofm import SdofmError
 
 __all__ = [
     "SCHEMA_PATH",
+    "TRUTH_TASKS",
     "baseline_channels",
     "check_task",
     "config_hash",
     "load_config",
     "parse_time",
+    "runnable_tasks",
     "task_names",
     "validate_block",
     "validate_config",
@@ -33,6 +35,8 @@ __all__ = [
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 _FORMATS = jsonschema.FormatChecker(formats=())
+# Tasks that read the synthetic Sun's ground truth: on real data they are left out of `all`.
+TRUTH_TASKS = ("truth_probe",)
 
 
 @_FORMATS.checks("calendar-date", raises=(ValueError, TypeError))
@@ -229,6 +233,12 @@ def task_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
     return sorted(_schema(schema_path)["properties"]["benchmarks"]["properties"])
 
 
+def runnable_tasks(config: Mapping[str, Any]) -> list[str]:
+    """The tasks a config runs: its ``benchmarks`` blocks, less `TRUTH_TASKS` on real data."""
+    synthetic = config["sources"]["sdoml"] == "synthetic"
+    return sorted(t for t in config["benchmarks"] if synthetic or t not in TRUTH_TASKS)
+
+
 def check_task(task: str, tasks: Iterable[str]) -> None:
     """A task output was asked of ``task``, which the config does not run: one line with its tasks.
 
@@ -238,6 +248,12 @@ def check_task(task: str, tasks: Iterable[str]) -> None:
     if task in tasks:
         return
     known = task_names()
+    if task in TRUTH_TASKS:
+        msg = (
+            f"'{task}' runs only on the synthetic Sun (it needs its ground truth) and with a "
+            f"benchmarks.{task} block (this config runs: {', '.join(tasks)})"
+        )
+        raise SdofmError(msg)
     if task in known:
         msg = f"'{task}' has no benchmarks.{task} block in the config (it runs: {', '.join(tasks)})"
         raise SdofmError(msg)

@@ -3,6 +3,7 @@ rule run_benchmark:
         dataset=f"{RESULTS}/data/dataset.zarr",
         embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
         checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        kept=f"{RESULTS}/pretrain/{BACKBONE}/kept_checkpoints",  # truth_probe reads them
         events=f"{RESULTS}/data/events",
         synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:

@@ -3,7 +3,7 @@ import shlex
 import sys
 
 from sdofm import SdofmError
-from sdofm.config import check_task, validate_config
+from sdofm.config import check_task, runnable_tasks, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
@@ -19,7 +19,7 @@ LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
 BACKBONE = config["pretrain"]["backbone"]
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
-TASKS = sorted(config["benchmarks"])
+TASKS = runnable_tasks(config)  # truth_probe: on the synthetic Sun only
 CONFIG_FILES = [
     os.path.join(workflow.basedir, "..", "config", "config.yaml"),
     *map(str, workflow.overwrite_configfiles),

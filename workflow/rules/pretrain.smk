@@ -3,6 +3,7 @@ rule pretrain_backbone:
         f"{RESULTS}/data/dataset.zarr",
     output:
         checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        kept=directory(f"{RESULTS}/pretrain/{BACKBONE}/kept_checkpoints"),
         loss_curve=report(
             f"{RESULTS}/pretrain/{BACKBONE}/loss_curve.png",
             caption="../report/loss_curve.rst",

@@ -10,11 +10,20 @@ from sdofm.benchmarks.f107 import F107
 from sdofm.benchmarks.flare_forecast import FlareForecast
 from sdofm.benchmarks.label_efficiency import LabelEfficiency
 from sdofm.benchmarks.missing_channel import MissingChannel
+from sdofm.benchmarks.truth_probe import TruthProbe
 from sdofm.benchmarks.virtual_eve import VirtualEVE
 
 __all__ = ["TASKS"]
 
 TASKS = {
     task.name: task
-    for task in (VirtualEVE, FlareForecast, F107, LabelEfficiency, MissingChannel, Autocalibration)
+    for task in (
+        VirtualEVE,
+        FlareForecast,
+        F107,
+        LabelEfficiency,
+        MissingChannel,
+        Autocalibration,
+        TruthProbe,
+    )
 }

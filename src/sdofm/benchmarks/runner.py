@@ -35,7 +35,7 @@ from sdofm.benchmarks.metrics import Metric, best_threshold
 from sdofm.benchmarks.result import write_json
 from sdofm.io import atomic_output
 
-__all__ = ["Arm", "Samples", "Task", "TaskInputs", "run_task"]
+__all__ = ["Arm", "Samples", "Task", "TaskInputs", "arm_predictions", "run_task"]
 
 KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -177,6 +177,13 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
         scoring.predictions_table(samples, preds, scores["thresholds"]).to_csv(tmp, index=False)
     write_json(data, out_dir / "metrics.json")  # last: Snakemake's sign the task is done
     return data
+
+
+def arm_predictions(task: Task, name: str, arm: Arm, samples: Samples) -> list[np.ndarray]:
+    """One more arm trained under the protocol (all labels): its predictions, one per seed.
+
+    For a task's ``extra`` comparisons (e.g. the backbone at earlier pretraining steps)."""
+    return _train_arm(task, name, arm, samples, task.ctx.protocol, task.ctx.device)[0]
 
 
 def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
