@@ -40,6 +40,7 @@ from sdofm.sources.synthetic.instrument import (
     flare_sigma,
     render_channel,
 )
+from sdofm.sources.synthetic.network import make_network
 from sdofm.sources.synthetic.sun import (
     RSUN_ARCSEC,
     RSUN_CM,
@@ -54,7 +55,12 @@ __all__ = ["SyntheticSun", "generate"]
 
 EVE_FLUSH_ROWS = 10_080  # EVE rows buffered between writes (a week at 1-min cadence)
 CHUNK = 15  # frames per chunk, as in SDOML v2
-HMI_NOISE_G = 8.0  # per-pixel noise of the HMI field components
+HMI_NOISE_G = 10.0  # per-pixel noise of the HMI field components at full resolution (4096²)
+
+
+def hmi_noise(size: int) -> float:
+    """Per-pixel noise (G) of HMI binned to ``size``²: binning k×k pixels divides it by k."""
+    return HMI_NOISE_G * size / 4096
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class _Sun:
         self.flares = fl.make_flares(rng, self.regions, start - pd.Timedelta(days=1), end)
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
+        # Its own stream: adding the network left the regions and flares of a seed as they were.
+        self.network = make_network(np.random.default_rng([sun.seed, 5]), start)
         self._disks: dict[tuple[int, float, float], Disk] = {}
 
     def disk(self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC) -> Disk:
@@ -115,7 +123,8 @@ class _Sun:
         """Noise-free radial field and AIA intensities at ``t`` (the Sun ``rsun_arcsec`` wide)."""
         disk = self.disk(t, size, rsun_arcsec)
         state = region_states(self.regions, t)
-        br = radial_field(state, disk)
+        network, network_field = self.network.maps(t, disk)
+        br = radial_field(state, disk) + network_field
         front = np.flatnonzero(np.abs(state.lon) < 95.0)
         regions = [
             (
@@ -134,7 +143,7 @@ class _Sun:
                 for f, lv in zip(idx, level[0], strict=True)
                 if lv > 1e-3
             ]
-            images[name] = render_channel(name, disk, regions, flare_maps)
+            images[name] = render_channel(name, disk, regions, flare_maps, network)
         return disk, br, images
 
     def flare_disk_mean(self, times: pd.DatetimeIndex, name: str, size: int) -> np.ndarray:
@@ -294,14 +303,14 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 write_hmi_fits(
                     fits_dir / "hmi" / f"hmi.m_45s.{t:%Y%m%d_%H%M%S}_TAI.fits",
                     fits_br * fits_disk.mu
-                    + rng.normal(0.0, HMI_NOISE_G, fits_br.shape) * fits_disk.on,
+                    + rng.normal(0.0, hmi_noise(sun.fits_image_size), fits_br.shape) * fits_disk.on,
                     t_obs=t,
                     disk=fits_disk,
                 )
             for k, comp in enumerate(HMI_COMPONENTS):  # the radial field seen along x, y, z
                 proj = (disk.x, disk.y, disk.mu)[k]
                 buf[len(AIA_CHANNELS) + k, b] = (
-                    br * proj + rng.normal(0.0, HMI_NOISE_G, shape) * disk.on
+                    br * proj + rng.normal(0.0, hmi_noise(size), shape) * disk.on
                 )
                 _frame_attrs(attrs[comp], "hmi", buf[len(AIA_CHANNELS) + k, b], disk, t)
             for k, name in enumerate(AIA_CHANNELS):
