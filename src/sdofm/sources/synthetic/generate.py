@@ -55,6 +55,7 @@ __all__ = ["SyntheticSun", "generate"]
 
 EVE_FLUSH_ROWS = 10_080  # EVE rows buffered between writes (a week at 1-min cadence)
 CHUNK = 15  # frames per chunk, as in SDOML v2
+F107_LIMB_DEG = 10.0  # width of the fade of a region's radio emission across the limb
 HMI_NOISE_G = 10.0  # per-pixel noise of the HMI field components at full resolution (4096²)
 
 
@@ -112,10 +113,14 @@ class _Sun:
             self._disks[key] = Disk(size, b0, rsun_arcsec)
         return self._disks[key]
 
-    def unsigned_flux(self, t: pd.Timestamp) -> float:
-        """Total unsigned flux (Mx) of the regions on the visible hemisphere."""
+    def unsigned_flux(self, t: pd.Timestamp, limb_deg: float = 0.0) -> float:
+        """Total unsigned flux (Mx) of the regions on the visible hemisphere; with ``limb_deg``
+        a region's weight falls smoothly from 1 to 0 over that many degrees across the limb."""
         s = region_states(self.regions, t)
-        return float(2 * s.flux[s.visible].sum())
+        if limb_deg <= 0:
+            return float(2 * s.flux[s.visible].sum())
+        weight = 0.5 * (1.0 + np.tanh((90.0 - np.abs(s.lon)) / (limb_deg / 4)))
+        return float(2 * (s.flux * weight).sum())
 
     def render(
         self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC
@@ -225,18 +230,34 @@ def _write_goes(sun: SyntheticSun, model: _Sun, path: Path) -> None:
         _write_csv_block(pd.DataFrame({"time": times, "xrsb_flux": xrsb}), path)
 
 
-def _write_f107(sun: SyntheticSun, model: _Sun, path: Path) -> None:
-    """Daily F10.7 at 20 UT (Penticton's local noon) from the visible unsigned flux."""
+def _f107_times(sun: SyntheticSun) -> pd.DatetimeIndex:
+    """When the synthetic radio telescope observes, once a day: at the image time of the day
+    nearest 20 UT (Penticton's local noon), so the images see the Sun F10.7 saw; at 20 UT on a
+    day without images."""
     days = pd.date_range(pd.Timestamp(sun.start).floor("D"), sun.end, freq="D", inclusive="left")
-    t20 = days + pd.Timedelta(hours=20)
+    noon = pd.Series(days + pd.Timedelta(hours=20), index=days)
+    frames = pd.Series(sun.times, index=sun.times.floor("D"))
+    off = (frames - noon.reindex(frames.index).to_numpy()).abs()
+    best = frames[off.groupby(level=0).transform("min").eq(off).to_numpy()]
+    best = best[~best.index.duplicated()]  # two frames as near: the earlier
+    return pd.DatetimeIndex(best.reindex(days).fillna(noon))
+
+
+def _write_f107(sun: SyntheticSun, model: _Sun, path: Path) -> None:
+    """Daily F10.7 from the unsigned flux of the regions the radio telescope sees.
+
+    Gyroresonance sources sit above the regions, so a region fades out smoothly across the
+    limb (`F107_LIMB_DEG` wide) instead of at a hard visible/invisible cut.
+    """
+    times = _f107_times(sun)
     rng = np.random.default_rng([sun.seed, 3])
-    flux = np.array([model.unsigned_flux(t) for t in t20])
-    adjusted = 65.0 + 2.5e-21 * flux + rng.normal(0.0, 3.0, len(days))
+    flux = np.array([model.unsigned_flux(t, limb_deg=F107_LIMB_DEG) for t in times])
+    adjusted = 65.0 + 2.5e-21 * flux + rng.normal(0.0, 3.0, len(times))
     # Observed flux is not corrected to 1 AU: it varies ±3.4 % over the year.
-    dist = 1 - 0.0167 * np.cos(2 * np.pi * (t20.dayofyear - 4) / 365.25)
+    dist = 1 - 0.0167 * np.cos(2 * np.pi * (times.dayofyear - 4) / 365.25)
     pd.DataFrame(
         {
-            "time": t20.strftime("%Y-%m-%dT%H:%M:%S"),
+            "time": times.strftime("%Y-%m-%dT%H:%M:%S"),
             "observed_flux": adjusted / dist**2,
             "adjusted_flux": adjusted,
         }

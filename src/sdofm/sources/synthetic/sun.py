@@ -26,8 +26,8 @@ EARTH_ORBIT_DEG_PER_DAY = 0.9856
 MIN_SIGMA_PX = 0.6
 MIN_SPOT_PX = 1.0  # narrowest sunspot drawn: at 64² a spot (σ ≈ 0.75°) is a third of a pixel
 MIN_PAIR_SIGMAS = 3.0  # spots of a bipole at least this many widths apart
-DELTA_SHARE = 0.3  # share of a region's flux in each δ-spot
-DELTA_SIGMAS = 1.2  # distance of a δ-spot from the leading spot, in spot widths
+DELTA_SHARE = 0.45  # share of a region's flux in each δ-spot
+DELTA_SIGMAS = 2.0  # distance of a δ-spot from the leading spot, in spot widths
 GROWTH_DAYS = 3.0  # regions emerge over a few days, then decay exponentially
 
 
