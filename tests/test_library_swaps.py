@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sdofm.training.callbacks import ridge_r2
 
@@ -50,3 +51,26 @@ def test_embedding_map_is_the_training_rows_pca(embeddings, dataset, tmp_path):
         assert np.allclose(np.abs(ours), np.abs(xy[:, k]), rtol=1e-4, atol=1e-6)
     explained = s[:2] ** 2 / (s**2).sum()
     assert np.allclose([info["explained_pc1"], info["explained_pc2"]], explained, rtol=1e-6)
+
+
+def _b0_by_hand(t: pd.Timestamp) -> float:
+    """The synthetic Sun's former B0: a sinusoid of ±7.25°, zero near 6 June."""
+    day = (t - pd.Timestamp(t.year, 6, 6)) / pd.Timedelta(days=365.25)
+    return 7.25 * float(np.sin(2 * np.pi * day))
+
+
+def test_synthetic_b0_is_sunpys_and_agrees_with_the_sinusoid():
+    """The synthetic Sun's B0 is sunpy's ephemeris; it differs from the former sinusoid by less
+    than 0.4° (the sinusoid's peak and zero dates are a few days off), and an index of times is
+    evaluated at once to the same values as one time at a time."""
+    from sunpy.coordinates.sun import B0
+
+    from sdofm.sources.synthetic.sun import b0_angle
+
+    times = pd.date_range("2011-01-01", "2012-01-01", freq="5D")
+    ours = b0_angle(times)
+    assert np.abs(ours - np.array([_b0_by_hand(t) for t in times])).max() < 0.4
+    assert ours.max() == pytest.approx(7.25, abs=0.05)
+    t = times[40]
+    assert b0_angle(t) == pytest.approx(ours[40], abs=1e-9)
+    assert b0_angle(t) == pytest.approx(B0(t.to_pydatetime()).deg, abs=1e-9)

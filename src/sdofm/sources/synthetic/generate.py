@@ -104,9 +104,13 @@ class _Sun:
         # Its own stream: adding the network left the regions and flares of a seed as they were.
         self.network = make_network(np.random.default_rng([sun.seed, 5]), start)
         self._disks: dict[tuple[int, float, float], Disk] = {}
+        # B0 of every frame in one ephemeris call (evaluated one at a time it costs ~30 ms)
+        self._b0 = pd.Series(b0_angle(sun.times), index=sun.times) if sun.b0 else None
 
     def disk(self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC) -> Disk:
-        b0 = round(b0_angle(t), 2) if self.sun.b0 else 0.0
+        b0 = 0.0
+        if self._b0 is not None:
+            b0 = round(float(self._b0[t]) if t in self._b0.index else b0_angle(t), 2)
         key = (size, b0, rsun_arcsec)
         if key not in self._disks:  # at most two geometries (SDOML, FITS): memory stays flat
             self._disks = {k: v for k, v in self._disks.items() if k[0] != size}
@@ -136,6 +140,7 @@ class _Sun:
                 disk.distance(state.lat[i], state.lon[i]),
                 np.deg2rad(state.separation[i]),
                 state.flux[i] / 1e22,
+                state.complexity[i],
             )
             for i in front
         ]

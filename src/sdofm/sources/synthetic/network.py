@@ -53,7 +53,9 @@ class Network:
         keep = amp > 0
         bright, field = np.zeros(disk.x.shape), np.zeros(disk.x.shape)
         if keep.any():
-            g = np.exp(-0.5 * disk.distance2(lat[keep], lon[keep]) / np.deg2rad(PATCH_SIGMA_DEG) ** 2)
+            g = np.exp(
+                -0.5 * disk.distance2(lat[keep], lon[keep]) / np.deg2rad(PATCH_SIGMA_DEG) ** 2
+            )
             bright[disk.on] = amp[keep] @ g
             field[disk.on] = (FIELD_G * amp[keep] * self.sign[keep]) @ g
         return bright, field
