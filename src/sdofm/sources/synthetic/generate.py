@@ -26,6 +26,7 @@ from sdofm.sources.sdoml_layout import (
     sdoml_geometry,
 )
 from sdofm.sources.synthetic import flares as fl
+from sdofm.sources.synthetic import sun as sun_model
 from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
 from sdofm.sources.synthetic.fits import (
     aia_filename,
@@ -464,6 +465,15 @@ def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
                 "rate_per_day": fl.RATE_PER_DAY,
             },
             "rsun_cm": RSUN_CM,
+            "spots": {
+                "min_sigma_px": sun_model.MIN_SPOT_PX,
+                "min_pair_sigmas": sun_model.MIN_PAIR_SIGMAS,
+                "delta_share": sun_model.DELTA_SHARE,
+                "delta_sigmas": sun_model.DELTA_SIGMAS,
+            },
+            "network": model.network.to_dict(),
+            "f107_limb_deg": F107_LIMB_DEG,
+            "hmi_noise_g": hmi_noise(sun.image_size),
         }
         (truth / "parameters.json").write_text(json.dumps(params, indent=2))
     return {p.name: p for p in Path(out).iterdir()}

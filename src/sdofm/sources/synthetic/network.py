@@ -43,6 +43,13 @@ class Network:
         amp = np.maximum(np.sin(2 * np.pi * days / self.period + self.phase), 0.0) * cycle
         return self.lat, lon, amp
 
+    def to_dict(self) -> dict:
+        """The patches as plain lists (ground truth, for parameters.json)."""
+        out = {"start": str(self.start), "cycle_phase": self.cycle_phase}
+        for k in ("lat", "lon", "period", "phase", "sign"):
+            out[k] = np.round(getattr(self, k), 4).tolist()
+        return out
+
     @property
     def rate(self) -> np.ndarray:
         return snodgrass_rate(self.lat) - EARTH_ORBIT_DEG_PER_DAY
