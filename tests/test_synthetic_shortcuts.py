@@ -16,8 +16,9 @@ import zarr
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from sdofm.sources.sdoml import AIA_CHANNELS
-from sdofm.sources.synthetic import SyntheticSun, generate
+from sdofm.sources.sdoml import AIA_CHANNELS, EVE_GROUP, eve_times
+from sdofm.sources.synthetic import EVE_LINES, SyntheticSun, generate
+from sdofm.sources.synthetic.eve import hot_share
 from sdofm.sources.synthetic.sun import RSUN_ARCSEC, RSUN_CM, Disk, region_states
 
 # Four months of 12-hourly 64² frames (the default run's resolution), no FITS.
@@ -207,3 +208,29 @@ def test_flare_forecast_gains_from_complexity(run):
     from its true flux alone (the gain with true complexity is about 0.12 on this Sun)."""
     flux_only, with_core = flare_aucs(run)
     assert with_core >= flux_only + 0.06, (flux_only, with_core)
+
+
+def eve_linear_error(run: Path, lines=EVE_LINES) -> float:
+    """Median relative error (%) of the EVE ``lines`` fitted linearly on the noise-free AIA
+    disk means (ground truth) of the same frame: fit on the first half, scored on the second."""
+    eve = zarr.open_group(run / "sdomlv2_eve.zarr", mode="r")[EVE_GROUP]
+    means = pd.read_csv(run / "ground_truth" / "aia_disk_mean.csv", index_col="time")
+    means.index = pd.to_datetime(means.index)
+    rows = means.index.get_indexer(eve_times(eve))
+    y = np.stack([eve[line][:] for line in lines], axis=1).astype(float)
+    ok = (rows >= 0) & (y > 0).all(axis=1)
+    x = np.c_[np.ones(ok.sum()), means.to_numpy()[rows[ok]]]
+    y = y[ok]
+    half = len(y) // 2
+    w, *_ = np.linalg.lstsq(x[:half], y[:half], rcond=None)
+    return float(100 * np.median(np.abs(x[half:] @ w - y[half:]) / y[half:]))
+
+
+HOT_LINES = [line for line in EVE_LINES if hot_share(line) >= 0.5]
+
+
+def test_eve_is_not_a_function_of_channel_means(run):
+    """The hot EVE lines depend on the hot plasma's structure: a linear fit on the noise-free
+    disk means stays well above MEGS-A's 0.3 % noise."""
+    error = eve_linear_error(run, HOT_LINES)
+    assert error > 3.0, error

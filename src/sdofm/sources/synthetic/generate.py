@@ -157,6 +157,16 @@ class _Sun:
             images[name] = render_channel(name, disk, regions, flare_maps, network)
         return disk, br, images
 
+    def hot_cores(self, t: pd.Timestamp) -> float:
+        """Σ over front-side regions of the square of their hot-core (94 Å) emission, in units
+        of a β region of 1e22 Mx (the hot plasma's DEM weight, for EVE)."""
+        s = region_states(self.regions, t)
+        front = np.abs(s.lon) < 90.0
+        core = (s.flux[front] / 1e22) ** CHANNELS["94A"].gamma * (
+            1.0 + CHANNELS["94A"].shear * (s.complexity[front] - 1)
+        )
+        return float((core**2).sum())
+
     def flare_disk_mean(self, times: pd.DatetimeIndex, name: str, size: int) -> np.ndarray:
         """Flare emission of channel ``name`` averaged over the image at ``times`` (for EVE)."""
         fs = self.flare_set
@@ -394,7 +404,11 @@ def _eve_rows(sun, model, sel, lo, t, before, now, quiet_mean, i) -> dict[str, n
         base = before[k] + (now[k] - before[k]) * np.asarray(frac)
         flare = model.flare_disk_mean(sel, name, sun.image_size)
         relative[name] = (base + flare) / quiet_mean[name]
-    return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
+    # Hot plasma: the regions' hot cores (between the frames) and the flares, each squared.
+    cores = model.hot_cores(lo) + (model.hot_cores(t) - model.hot_cores(lo)) * np.asarray(frac)
+    _, level = model.flare_set.levels(sel)
+    hot = np.log1p(cores + ((level / 10.0) ** 2).sum(axis=1))
+    return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]), hot)
 
 
 def _eve_times(sun: SyntheticSun) -> pd.DatetimeIndex:
