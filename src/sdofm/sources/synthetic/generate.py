@@ -105,6 +105,7 @@ class _Sun:
         # Its own stream: adding the network left the regions and flares of a seed as they were.
         self.network = make_network(np.random.default_rng([sun.seed, 5]), start)
         self._disks: dict[tuple[int, float, float], Disk] = {}
+        self._hot: dict[pd.Timestamp, float] = {}
         # B0 of every frame in one ephemeris call (evaluated one at a time it costs ~30 ms)
         self._b0 = pd.Series(b0_angle(sun.times), index=sun.times) if sun.b0 else None
 
@@ -160,7 +161,13 @@ class _Sun:
     def hot_cores(self, t: pd.Timestamp) -> float:
         """Σ over front-side regions of the square of their hot-core (94 Å) emission, in units
         of a β region of 1e22 Mx (the hot plasma's DEM weight, for EVE)."""
-        s = region_states(self.regions, t)
+        if t not in self._hot:  # each frame's value is asked for twice (as lo, then as t)
+            self._hot = {k: v for k, v in self._hot.items() if k >= t - pd.Timedelta(days=1)}
+            self._hot[t] = self._hot_cores(region_states(self.regions, t))
+        return self._hot[t]
+
+    @staticmethod
+    def _hot_cores(s) -> float:
         front = np.abs(s.lon) < 90.0
         core = (s.flux[front] / 1e22) ** CHANNELS["94A"].gamma * (
             1.0 + CHANNELS["94A"].shear * (s.complexity[front] - 1)
@@ -405,7 +412,8 @@ def _eve_rows(sun, model, sel, lo, t, before, now, quiet_mean, i) -> dict[str, n
         flare = model.flare_disk_mean(sel, name, sun.image_size)
         relative[name] = (base + flare) / quiet_mean[name]
     # Hot plasma: the regions' hot cores (between the frames) and the flares, each squared.
-    cores = model.hot_cores(lo) + (model.hot_cores(t) - model.hot_cores(lo)) * np.asarray(frac)
+    h_lo, h_t = model.hot_cores(lo), model.hot_cores(t)
+    cores = h_lo + (h_t - h_lo) * np.asarray(frac)
     _, level = model.flare_set.levels(sel)
     hot = np.log1p(cores + ((level / 10.0) ** 2).sum(axis=1))
     return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]), hot)

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from astropy.time import Time
-from sunpy.coordinates.sun import B0
 
 __all__ = [
     "Disk",
@@ -43,6 +41,9 @@ def b0_angle(t: pd.Timestamp | pd.DatetimeIndex) -> float | np.ndarray:
     """Heliographic latitude of the disk centre (deg) seen from Earth: sunpy's B0 ephemeris
     (±7.25° over the year, 0 near 6 June and 8 December). An index is evaluated at once (one
     call per time costs ~30 ms)."""
+    from astropy.time import Time  # sunpy.coordinates costs ~1 s to import: only when tilted
+    from sunpy.coordinates.sun import B0
+
     times = pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(t)))
     b0 = B0(Time(times.to_numpy("datetime64[ns]"))).deg
     return float(b0[0]) if isinstance(t, pd.Timestamp) else np.asarray(b0, float)
