@@ -17,6 +17,9 @@ rule run_benchmark:
     conda:
         ENV
     threads: 1
+    # before the reports: with every task's training done first, the cores are never left
+    # waiting on the last long task while the short reports ran earlier
+    priority: 1
     resources:
         mem_mb=8000,
         runtime=runtime_for(240),
