@@ -284,13 +284,11 @@ def _map(args, params):
 
 
 def _benchmark(args, params):
-    from sdofm.benchmarks import TASKS
+    from sdofm.benchmarks import task_class
     from sdofm.benchmarks.runner import TaskInputs, run_task
     from sdofm.config import validate_block
 
-    if args.task not in TASKS:
-        msg = f"unknown benchmark task {args.task!r}; known tasks: {sorted(TASKS)}"
-        raise SdofmError(msg)
+    task = task_class(args.task)
     params = dict(params)
     protocol = validate_block(params.pop("protocol", {}), "protocol")
     params = validate_block(params, "benchmarks", args.task) | {"protocol": protocol}
@@ -301,7 +299,7 @@ def _benchmark(args, params):
         Path(args.events) if args.events else None,
         Path(args.truth) if args.truth else None,
     )
-    result = run_task(TASKS[args.task], inputs, args.out, params)
+    result = run_task(task, inputs, args.out, params)
     metric = result["headline"]["metric"]
     return {
         "headline": result["headline"]["label"],

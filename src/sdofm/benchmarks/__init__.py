@@ -10,7 +10,9 @@ does not import every task's models (torch, scikit-learn: seconds per notebook).
 
 from importlib import import_module
 
-__all__ = ["TASKS"]
+from sdofm import SdofmError
+
+__all__ = ["TASKS", "TASK_NAMES", "task_class"]
 
 # task name -> (module, class)
 _REGISTRY = {
@@ -22,12 +24,19 @@ _REGISTRY = {
     "autocalibration": ("autocalibration", "Autocalibration"),
     "truth_probe": ("truth_probe", "TruthProbe"),
 }
+TASK_NAMES = tuple(_REGISTRY)
+
+
+def task_class(name: str):
+    """The `runner.Task` subclass of task ``name``, importing only its module."""
+    if name not in _REGISTRY:
+        msg = f"unknown benchmark task {name!r}; known tasks: {sorted(_REGISTRY)}"
+        raise SdofmError(msg)
+    module, cls = _REGISTRY[name]
+    return getattr(import_module(f"sdofm.benchmarks.{module}"), cls)
 
 
 def __getattr__(name: str):
     if name == "TASKS":
-        return {
-            task: getattr(import_module(f"sdofm.benchmarks.{module}"), cls)
-            for task, (module, cls) in _REGISTRY.items()
-        }
+        return {task: task_class(task) for task in _REGISTRY}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

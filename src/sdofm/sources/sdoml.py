@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -97,6 +98,7 @@ def parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(utc)
 
 
+@functools.lru_cache(maxsize=4096)  # every HMI component of a frame has the same time
 def format_tai(t: pd.Timestamp) -> str:
     """An HMI-style TAI T_OBS label (``2011.01.01_00:00:34_TAI``) for a UTC time."""
     from astropy.time import Time

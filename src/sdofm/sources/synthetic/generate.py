@@ -326,6 +326,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
     eve_times = _eve_times(sun)
     megsa_end = pd.Timestamp(sun.megsa_end)
     disk_means = np.zeros((len(times), len(AIA_CHANNELS)))
+    degradation = {n: model.degradation.factor(n, times) for n in AIA_CHANNELS}  # not per frame
     prev = None
     years = times.year.to_numpy()
     for year in np.unique(years):
@@ -361,7 +362,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 ch = CHANNELS[name]
                 disk_means[i, k] = images[name].mean()
                 exptime = round(ch.exptime * rng.uniform(0.85, 1.0), 4)
-                deg = float(model.degradation.factor(name, t)[0])
+                deg = float(degradation[name][i])
                 counts = rng.poisson(images[name] * exptime * deg)  # what the CCD records
                 # SDOML v2: divided by exposure and degradation.
                 buf[k, b] = counts / (exptime * deg)

@@ -109,21 +109,27 @@ class RegionState:
 
 def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
     """Positions (Snodgrass rotation) and fluxes of the living regions at time ``t``."""
-    age = (t - regions["emergence"]).dt.total_seconds().to_numpy() / 86400.0
+    # numpy, not pandas arithmetic: this runs several times a frame
+    since = np.datetime64(pd.Timestamp(t).as_unit("ns")) - regions["emergence"].to_numpy("M8[ns]")
+    age = since.astype(np.int64) / 1e9 / 86400.0  # as Series.dt.total_seconds() / 86400
     g = growth(age, regions["lifetime_days"].to_numpy())
-    alive = g > 1e-3
-    r = regions[alive]
-    rate = snodgrass_rate(r["latitude_deg"].to_numpy()) - EARTH_ORBIT_DEG_PER_DAY
-    lon = (r["longitude_deg"].to_numpy() + rate * age[alive] + 180.0) % 360.0 - 180.0
+    alive = np.flatnonzero(g > 1e-3)
+
+    def column(name: str) -> np.ndarray:
+        return regions[name].to_numpy()[alive]
+
+    lat = column("latitude_deg")
+    rate = snodgrass_rate(lat) - EARTH_ORBIT_DEG_PER_DAY
+    lon = (column("longitude_deg") + rate * age[alive] + 180.0) % 360.0 - 180.0
     return RegionState(
-        region_id=r["region_id"].to_numpy(),
-        lat=r["latitude_deg"].to_numpy(),
+        region_id=column("region_id"),
+        lat=lat,
         lon=lon,
-        flux=r["flux_mx"].to_numpy() * g[alive],
-        separation=r["separation_deg"].to_numpy(),
-        tilt=r["tilt_deg"].to_numpy(),
-        polarity=r["polarity"].to_numpy(),
-        complexity=r["complexity"].to_numpy(),
+        flux=column("flux_mx") * g[alive],
+        separation=column("separation_deg"),
+        tilt=column("tilt_deg"),
+        polarity=column("polarity"),
+        complexity=column("complexity"),
     )
 
 
