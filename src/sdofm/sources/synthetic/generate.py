@@ -169,9 +169,8 @@ class _Sun:
     @staticmethod
     def _hot_cores(s) -> float:
         front = np.abs(s.lon) < 90.0
-        core = (s.flux[front] / 1e22) ** CHANNELS["94A"].gamma * (
-            1.0 + CHANNELS["94A"].shear * (s.complexity[front] - 1)
-        )
+        hot = CHANNELS["94A"]
+        core = (s.flux[front] / 1e22) ** hot.gamma * hot.core(s.complexity[front])
         return float((core**2).sum())
 
     def flare_disk_mean(self, times: pd.DatetimeIndex, name: str, size: int) -> np.ndarray:

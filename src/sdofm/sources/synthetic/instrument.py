@@ -37,6 +37,10 @@ class Channel:
     network: float = 0.4  # brightening of the quiet Sun per unit of network (see network.py)
     shear: float = 0.0  # extra core emission per step of complexity (sheared, hot δ-region cores)
 
+    def core(self, complexity: np.ndarray | int) -> np.ndarray | float:
+        """Gain of a region's core emission with its complexity (1 = β: no gain)."""
+        return 1.0 + self.shear * (complexity - 1)
+
 
 # Hot channels (94, 131) see flares first, cooler ones as the plasma cools (e.g. Viall &
 # Klimchuk 2012); 1600/1700 respond to the chromosphere and plage.
@@ -156,7 +160,7 @@ def render_channel(
     active = np.zeros_like(img)
     for dist, separation, strength, complexity in regions:
         sigma = ch.width * separation
-        core = 1.0 + ch.shear * (complexity - 1)
+        core = ch.core(complexity)
         active += (
             ch.quiet * ch.contrast * core * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
         )

@@ -156,19 +156,20 @@ class Disk:
 
     def distance(self, lat_deg: float, lon_deg: float) -> np.ndarray:
         """Great-circle distance (rad) of each pixel's surface point from (lat, lon)."""
-        lat, lon = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
-        cosd = self._sin_lat * np.sin(lat) + self._cos_lat * np.cos(lat) * np.cos(self.lon - lon)
-        return np.arccos(np.clip(cosd, -1.0, 1.0))
+        return self._arc(np.deg2rad(lat_deg), np.deg2rad(lon_deg), ...)
 
     def distance2(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
         """Squared great-circle distance (rad²) of many points to the on-disk pixels:
         (points, on-disk pixels)."""
         la, lo = np.deg2rad(lat_deg)[:, None], np.deg2rad(lon_deg)[:, None]
-        on = self.on
-        cosd = self._sin_lat[on] * np.sin(la) + self._cos_lat[on] * np.cos(la) * np.cos(
-            self.lon[on] - lo
-        )
-        return np.arccos(np.clip(cosd, -1.0, 1.0)) ** 2
+        return self._arc(la, lo, self.on) ** 2
+
+    def _arc(self, lat: np.ndarray | float, lon: np.ndarray | float, pixels) -> np.ndarray:
+        """Great-circle distance (rad) from (lat, lon) in rad to the surface points of the
+        ``pixels`` (an index of the image: ``...`` for all, a mask)."""
+        sin_lat, cos_lat = self._sin_lat[pixels], self._cos_lat[pixels]
+        cosd = sin_lat * np.sin(lat) + cos_lat * np.cos(lat) * np.cos(self.lon[pixels] - lon)
+        return np.arccos(np.clip(cosd, -1.0, 1.0))
 
 
 def _spots(state: RegionState, disk: Disk) -> tuple[np.ndarray, ...]:
