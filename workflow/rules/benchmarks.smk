@@ -14,12 +14,12 @@ rule run_benchmark:
         f"{LOGS}/run_benchmark/{{task}}.log",
     benchmark:
         f"{BENCHMARKS}/run_benchmark/{{task}}.tsv"
-    conda:
-        ENV
-    threads: 1
     # before the reports: with every task's training done first, the cores are never left
     # waiting on the last long task while the short reports ran earlier
     priority: 1
+    conda:
+        ENV
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=runtime_for(240),
