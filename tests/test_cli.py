@@ -114,6 +114,27 @@ def test_global_options_before_or_after_the_subcommand(argv, threads):
     assert args.threads == threads
 
 
+def test_threads_limit_numpys_blas_too(tmp_path):
+    """``--threads 1`` holds numpy's BLAS to one thread: a second, spinning thread per job made
+    the ridge fits of the benchmarks ten times slower on a busy 2-core machine."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2):  # restored on exit, for the other tests
+        main(
+            [
+                "--threads",
+                "1",
+                "similar",
+                "--embeddings",
+                str(tmp_path / "no.zarr"),
+                "--time",
+                "2011-01-01",
+            ]
+        )
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and set(blas) == {1}
+
+
 @pytest.mark.parametrize(
     ("argv", "option"),
     [

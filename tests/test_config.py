@@ -157,8 +157,8 @@ def test_a_mistyped_key_gets_did_you_mean():
 @pytest.mark.workflow
 def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
     """Snakemake's own start (dry runs): a bad value is one line naming the key, before any
-    job; unquoted dates are accepted; collect_events gets only what it reads, so changing
-    data.image_size leaves it alone while a new data.end reruns it."""
+    job; unquoted dates are accepted; collect_events and the pulls get only what they read, so
+    changing data.image_size leaves them alone while a new data.end reruns them."""
     configs = {
         "bad": {"benchmarks": {"flare_forecast": {"min_class": "big"}}},
         "unquoted": {"data": {"start": dt.date(2011, 1, 1)}},
@@ -172,7 +172,12 @@ def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
             config.setdefault(section, {}).update(values)
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
         argv.append(["-s", str(ROOT / "workflow/Snakefile"), "-p", f"--configfile={name}.yaml"])
-        argv[-1] += ["--directory", str(tmp_path), "results/data/events"]
+        argv[-1] += [
+            "--directory",
+            str(tmp_path),
+            "results/data/events",
+            "results/data/dataset.zarr",
+        ]
     argv.append([f"--configfile={TINY}" if a.startswith("--configfile") else a for a in argv[0]])
     bad, unquoted, size, end, tiny = snakemake_runs(tmp_path, argv)
     assert bad["code"] == 1
@@ -184,12 +189,13 @@ def test_the_workflow_checks_and_passes_settings_before_any_job(tmp_path):
     for run in (unquoted, size, end, tiny):
         assert run["code"] == 0, run["output"][-2000:]
 
-    def events_command(run):
-        (line,) = {ln for ln in run["output"].splitlines() if "sdofm events --params" in ln}
-        return line
+    def commands(run, what):
+        return {ln for ln in run["output"].splitlines() if f"sdofm {what} --params" in ln}
 
-    assert events_command(size) == events_command(tiny) == events_command(unquoted)
-    assert events_command(end) != events_command(tiny)
+    assert commands(size, "events") == commands(tiny, "events") == commands(unquoted, "events")
+    assert commands(end, "events") != commands(tiny, "events")
+    assert commands(size, "pull") == commands(tiny, "pull") != commands(end, "pull")
+    assert commands(size, "build") != commands(tiny, "build")  # the build does read the size
 
 
 def test_a_target_of_no_configured_task_lists_the_tasks():
@@ -201,3 +207,49 @@ def test_a_target_of_no_configured_task_lists_the_tasks():
     )
     with pytest.raises(SdofmError, match=r"'flare_forecast' has no benchmarks.flare_forecast"):
         check_task("flare_forecast", ["f107"])
+
+
+@pytest.mark.parametrize(
+    ("hmi", "chosen", "match"),
+    [
+        # a misspelt name: the schema's enum error with a did-you-mean
+        (["Bx", "By", "Bz"], ["Bloss"], r"baseline_channels.0': 'Bloss' is not one of .*"
+         r"\(did you mean 'Blos'\?\)"),
+        (["Bx", "By", "Bz"], ["bz"], r"did you mean 'Bz'\?"),
+        # a real component the data set does not hold: the valid names listed
+        (["Bx", "By", "Bz"], ["Blos"], r"'Blos' is not an HMI component of the data set .*"
+         r"not derived from the vector field\): valid: \['Bx', 'By', 'Bz'\]"),
+        (["Blos"], ["Bz"], r"'Bz' is not an HMI component of the data set: valid: \['Blos'\]"),
+        ([], None, r"holds no HMI component"),
+    ],
+)  # fmt: skip
+def test_flare_forecast_baseline_channels_must_be_held_hmi_components(hmi, chosen, match):
+    """Checked with the config, before any job: one line naming the key."""
+    config = copy.deepcopy(DEFAULT)
+    config["data"]["hmi_components"] = hmi
+    config["benchmarks"]["flare_forecast"]["baseline_channels"] = chosen
+    with pytest.raises(SdofmError, match=match) as err:
+        validate_config(config)
+    assert "'benchmarks.flare_forecast.baseline_channels" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("hmi", "chosen", "expected"),
+    [
+        (["Bx", "By", "Bz", "Blos"], ["Blos"], ["Blos"]),
+        (["Bx", "By", "Bz", "Blos"], ["Blos", "Bz"], ["Blos", "Bz"]),
+        (["Blos"], None, ["Blos"]),  # unset: the paper's line-of-sight field when held
+        (["Bx", "By", "Bz", "Blos"], None, ["Blos"]),
+        (["Bx", "By", "Bz"], None, ["Bz"]),  # else Bz, as before
+    ],
+)
+def test_flare_forecast_baseline_channels_name_the_held_components(hmi, chosen, expected):
+    config = copy.deepcopy(DEFAULT)
+    config["data"]["hmi_components"] = hmi
+    block = config["benchmarks"]["flare_forecast"]
+    if chosen is None:
+        block.pop("baseline_channels", None)
+    else:
+        block["baseline_channels"] = chosen
+    assert validate_config(config)["benchmarks"]["flare_forecast"]["baseline_channels"] == expected

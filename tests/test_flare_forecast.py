@@ -228,6 +228,26 @@ def test_bad_config_is_refused_by_the_schema(tiny_config, change, match):
     assert "\n" not in str(err.value)
 
 
+def test_baseline_channels_are_checked_against_the_store_before_training(
+    tmp_path, tiny_config, task_inputs
+):
+    """A hand-written --params block is checked against the store's HMI components (the tiny
+    store holds the vector field, no line-of-sight Blos) before anything trains; unset, the
+    CNN gets Bz."""
+    with pytest.raises(SdofmError, match=r"'Blos' is not an HMI component of the data set") as e:
+        run_task(
+            FlareForecast,
+            task_inputs,
+            tmp_path / "out",
+            _params(tiny_config, baseline_channels=["Blos"]),
+        )
+    assert "valid: ['Bx', 'By', 'Bz']" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+    task = FlareForecast(Context.open(task_inputs, _params(tiny_config, baseline_channels=None)))
+    task.samples()
+    assert task.params["baseline_channels"] == ["Bz"]
+
+
 def test_no_flare_to_learn_from_or_no_goes_file(tmp_path, tiny_config, task_inputs):
     """A class no training/validation row reaches stops before any training and writes nothing;
     without goes_xrs.csv the GOES arm is left out and extra says why."""

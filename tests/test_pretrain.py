@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from sdofm import SdofmError
+from sdofm.training.kept import kept_checkpoints
 from sdofm.training.pretrain import hardware, pretrain
 from sdofm.training.resume import resume_point
 from tests.conftest import checkpoint_weights
@@ -82,6 +83,12 @@ def test_killed_mid_epoch_resumes_to_the_same_weights(dataset, params, uninterru
     pd.testing.assert_frame_equal(history, pd.read_csv(ref_dir / "loss_history.csv"))
     probe = pd.read_csv(out.parent / "probe.csv")
     pd.testing.assert_frame_equal(probe, pd.read_csv(ref_dir / "probe.csv"))
+    # Checkpoints kept for truth_probe survive the kill: the same steps and weights.
+    (_, kept_ref), (_, kept_got) = kept_checkpoints(uninterrupted[0]), kept_checkpoints(out)
+    assert [s for s, _ in kept_got] == [s for s, _ in kept_ref] == [0, 6, 12]
+    for (_, a), (_, b) in zip(kept_ref, kept_got, strict=True):
+        ref, got = checkpoint_weights(a), checkpoint_weights(b)
+        assert all(torch.equal(ref[k], got[k]) for k in ref)
 
 
 def test_outputs_beside_the_checkpoint(uninterrupted, params):

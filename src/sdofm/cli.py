@@ -288,14 +288,12 @@ def _benchmark(args, params):
     """All arms of a task and their scores (no --group); or one group of its arms, saved."""
     import numpy as np
 
-    from sdofm.benchmarks import TASKS
     from sdofm.benchmarks import runner as rn
+    from sdofm.benchmarks import task_class
     from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup, write_group
     from sdofm.config import validate_block
 
-    if args.task not in TASKS:
-        msg = f"unknown benchmark task {args.task!r}; known tasks: {sorted(TASKS)}"
-        raise SdofmError(msg)
+    task_cls = task_class(args.task)
     params = dict(params)
     protocol = validate_block(params.pop("protocol", {}), "protocol")
     params = validate_block(params, "benchmarks", args.task) | {"protocol": protocol}
@@ -311,17 +309,17 @@ def _benchmark(args, params):
         Path(args.truth) if args.truth else None,
     )
     if args.group is None:
-        result = rn.run_task(TASKS[args.task], inputs, args.out, params)
+        result = rn.run_task(task_cls, inputs, args.out, params)
     elif args.command == "score":
         from sdofm.benchmarks.arm_groups import read_group
 
-        task, samples = rn.prepare(TASKS[args.task], inputs, params)
+        task, samples = rn.prepare(task_cls, inputs, params)
         task.arms(samples)  # built, never trained: the state the task's extra() and figures() read
         groups = [read_group(path) for path in args.group]
         result = rn.score_groups(task, samples, groups, args.out)
     else:
         try:
-            task, samples = rn.prepare(TASKS[args.task], inputs, params)
+            task, samples = rn.prepare(task_cls, inputs, params)
         except rn.NotApplicable as err:  # scored without this run, the reason in metrics.json
             empty = np.array([], str)
             write_group(
@@ -607,8 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     _log_to_stderr()
     if args.threads:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(args.threads)
+        threadpool_limits(args.threads)  # numpy/scipy BLAS too: spare threads only spin
     started = time.perf_counter()
     try:
         _check_inputs(args)

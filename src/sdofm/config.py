@@ -19,11 +19,14 @@ from sdofm import SdofmError
 
 __all__ = [
     "SCHEMA_PATH",
+    "TRUTH_TASKS",
+    "baseline_channels",
     "check_task",
     "config_hash",
     "load_config",
     "parse_time",
     "pretrain_runs",
+    "runnable_tasks",
     "task_names",
     "validate_block",
     "validate_config",
@@ -34,6 +37,8 @@ __all__ = [
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 _FORMATS = jsonschema.FormatChecker(formats=())
+# Tasks that read the synthetic Sun's ground truth: on real data they are left out of `all`.
+TRUTH_TASKS = ("truth_probe",)
 
 
 @_FORMATS.checks("calendar-date", raises=(ValueError, TypeError))
@@ -84,6 +89,11 @@ def _message(error: jsonschema.ValidationError) -> tuple[str, str]:
         close = difflib.get_close_matches(unknown, known, n=1)
         hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(known)}"
         return key, f"is not a known key ({hint})"
+    if error.validator == "enum" and isinstance(error.instance, str):
+        names = {str(v).lower(): str(v) for v in error.validator_value}
+        close = difflib.get_close_matches(error.instance.lower(), list(names), n=1)
+        hint = f" (did you mean '{names[close[0]]}'?)" if close else ""
+        return ".".join(path), error.message + hint
     if error.validator == "pattern" and "description" in error.schema:
         return ".".join(path), f"{error.instance!r} is not {error.schema['description']}"
     if error.validator == "format" and "description" in error.schema:
@@ -138,10 +148,36 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
                 )
 
 
-def _check_channels(config: Mapping[str, Any]) -> None:
+def baseline_channels(chosen: list[str] | None, held: Iterable[str], *, key: str) -> list[str]:
+    """The HMI components of flare_forecast's CNN: ``chosen``, each one of ``held`` (the data
+    set's HMI components); None: line-of-sight ``Blos`` if held (the paper's input), else Bz."""
+    held = [str(c) for c in held]
+    if not held:
+        _fail(key, "the data set holds no HMI component (data.hmi_components is empty)")
+    chosen = chosen or (["Blos"] if "Blos" in held else ["Bz"])
+    for name in chosen:
+        if name not in held:
+            why = (
+                " (Blos, line-of-sight magnetograms, comes from level-1 FITS, sources.hmi; "
+                "it is not derived from the vector field)"
+                if name == "Blos"
+                else ""
+            )
+            _fail(key, f"{name!r} is not an HMI component of the data set{why}: valid: {held}")
+    return list(chosen)
+
+
+def _check_channels(config: dict[str, Any]) -> None:
     """Channels a benchmark needs must be inputs of the data set."""
     data, tasks = config.get("data", {}), config.get("benchmarks", {})
     aia = data.get("aia_channels", [])
+    if "flare_forecast" in tasks:
+        block = tasks["flare_forecast"]
+        block["baseline_channels"] = baseline_channels(
+            block.get("baseline_channels"),
+            data.get("hmi_components", []),
+            key="benchmarks.flare_forecast.baseline_channels",
+        )
     target = tasks.get("missing_channel", {}).get("target")
     if target is not None and (target not in aia or len(aia) < 2):
         _fail(
@@ -221,6 +257,12 @@ def task_names(schema_path: Path = SCHEMA_PATH) -> list[str]:
     return sorted(_schema(schema_path)["properties"]["benchmarks"]["properties"])
 
 
+def runnable_tasks(config: Mapping[str, Any]) -> list[str]:
+    """The tasks a config runs: its ``benchmarks`` blocks, less `TRUTH_TASKS` on real data."""
+    synthetic = config["sources"]["sdoml"] == "synthetic"
+    return sorted(t for t in config["benchmarks"] if synthetic or t not in TRUTH_TASKS)
+
+
 def check_task(task: str, tasks: Iterable[str]) -> None:
     """A task output was asked of ``task``, which the config does not run: one line with its tasks.
 
@@ -230,6 +272,12 @@ def check_task(task: str, tasks: Iterable[str]) -> None:
     if task in tasks:
         return
     known = task_names()
+    if task in TRUTH_TASKS:
+        msg = (
+            f"'{task}' runs only on the synthetic Sun (it needs its ground truth) and with a "
+            f"benchmarks.{task} block (this config runs: {', '.join(tasks)})"
+        )
+        raise SdofmError(msg)
     if task in known:
         msg = f"'{task}' has no benchmarks.{task} block in the config (it runs: {', '.join(tasks)})"
         raise SdofmError(msg)

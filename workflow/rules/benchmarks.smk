@@ -3,6 +3,7 @@ rule train_arms:
         dataset=f"{RESULTS}/data/dataset.zarr",
         embeddings=f"{RESULTS}/embeddings/{{run}}.zarr",
         checkpoint=f"{RESULTS}/pretrain/{{run}}/model.ckpt",
+        kept=f"{RESULTS}/pretrain/{{run}}/kept_checkpoints",  # truth_probe reads them
         events=f"{RESULTS}/data/events",
         synthetic=f"{RESULTS}/synthetic" if SYNTHETIC else [],
     output:
@@ -11,6 +12,9 @@ rule train_arms:
         f"{LOGS}/train_arms/{{task}}/{{run}}.log",
     benchmark:
         f"{BENCHMARKS}/train_arms/{{task}}/{{run}}.tsv"
+    # before the reports: with every task's training done first, the cores are never left
+    # waiting on the last long task while the short reports ran earlier
+    priority: 1
     conda:
         ENV
     threads: 1
@@ -41,6 +45,7 @@ rule train_baselines:
         f"{LOGS}/train_baselines/{{task}}.log",
     benchmark:
         f"{BENCHMARKS}/train_baselines/{{task}}.tsv"
+    priority: 1
     conda:
         ENV
     threads: 1

@@ -6,7 +6,7 @@ import sys
 from snakemake.utils import Paramspace
 
 from sdofm import SdofmError
-from sdofm.config import check_task, pretrain_runs, validate_config
+from sdofm.config import check_task, pretrain_runs, runnable_tasks, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
@@ -34,7 +34,7 @@ if config.get("sweep"):
     except SdofmError as err:
         sys.exit(f"Invalid configuration: {err}")
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
-TASKS = sorted(config["benchmarks"])
+TASKS = runnable_tasks(config)  # truth_probe: on the synthetic Sun only
 CONFIG_FILES = [
     os.path.join(workflow.basedir, "..", "config", "config.yaml"),
     *map(str, workflow.overwrite_configfiles),

@@ -10,7 +10,9 @@ rule embed_month:
         f"{BENCHMARKS}/embed_month/{{run}}/{{period}}.tsv"
     conda:
         ENV
-    threads: 2
+    # one: a second thread does not speed a month up on CPU, and two months run side by side
+    # (the slurm profile gives a GPU job more, for reading and decompressing the store)
+    threads: 1
     resources:
         mem_mb=4000,
         runtime=runtime_for(120),

@@ -3,6 +3,7 @@ rule pretrain_backbone:
         f"{RESULTS}/data/dataset.zarr",
     output:
         checkpoint=f"{RESULTS}/pretrain/{{run}}/model.ckpt",
+        kept=directory(f"{RESULTS}/pretrain/{{run}}/kept_checkpoints"),
         loss_curve=report(
             f"{RESULTS}/pretrain/{{run}}/loss_curve.png",
             caption="../report/loss_curve.rst",

@@ -20,12 +20,15 @@ from sklearn.linear_model import Ridge
 
 __all__ = [
     "channel_statistics",
+    "climatology_arm",
+    "cnn_arm",
     "dimming_ratio",
     "disk_features",
     "flare_persistence",
     "goes_persistence",
     "quiet_sun_mask",
     "quiet_sun_mode",
+    "ridge_arm",
     "ridge_on_val",
 ]
 
@@ -77,18 +80,67 @@ def disk_features(
 def ridge_on_val(
     x: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray
 ) -> tuple[Ridge, float]:
-    """Ridge on standardised x[train], penalty of lowest validation MSE: (model, alpha)."""
+    """Ridge on standardised x[train], penalty of lowest validation MSE: (model, alpha).
+
+    Every penalty's solution comes from one SVD of the centred training features (the ridge
+    path), then scikit-learn's `Ridge` is fitted once at the chosen penalty.
+    """
     mean, std = x[train].mean(axis=0), x[train].std(axis=0) + 1e-12
     z = (x - mean) / std
-    best = None
-    for a in RIDGE_ALPHAS:
-        model = Ridge(alpha=a).fit(z[train], y[train])
-        err = float(np.mean((model.predict(z[val]) - y[val]) ** 2))
-        if best is None or err < best[0]:
-            best = (err, model, a)
-    _, model, alpha = best
+    zc = z[train] - z[train].mean(axis=0)
+    yt = np.asarray(y[train], float).reshape(len(train), -1)
+    u, sv, vt = np.linalg.svd(zc, full_matrices=False)
+    uy = u.T @ (yt - yt.mean(axis=0))
+    zv = z[val] - z[train].mean(axis=0)
+    yv = np.asarray(y[val], float).reshape(len(val), -1) - yt.mean(axis=0)
+    errors = [
+        float(np.mean((zv @ (vt.T @ (uy * (sv / (sv**2 + a))[:, None])) - yv) ** 2))
+        for a in RIDGE_ALPHAS
+    ]
+    alpha = float(RIDGE_ALPHAS[int(np.argmin(errors))])
+    model = Ridge(alpha=alpha).fit(z[train], y[train])
     model.feature_mean_, model.feature_std_ = mean, std
-    return model, float(alpha)
+    return model, alpha
+
+
+def ridge_arm(x: np.ndarray, *, log: bool = False):
+    """An arm's ``train``: `ridge_on_val` from features ``x`` (T, F) to the targets, standardised
+    with the training rows (of log10 with ``log``); returns the predictor of sample rows."""
+    from sdofm.benchmarks.heads import TargetScaler
+
+    def train(f):
+        tr, va = f.rows["train"], f.rows["val"]
+        scale = TargetScaler(f.y[tr], log=log)
+        y = np.zeros((len(f.y), *np.shape(f.y)[1:]))
+        for rows in (tr, va):
+            y[rows] = scale(f.y[rows]).numpy().reshape(y[rows].shape)
+        model, _ = ridge_on_val(x, y, tr, va)
+        z = (np.nan_to_num(x) - model.feature_mean_) / model.feature_std_
+        return lambda rows: scale.inverse(model.predict(z[rows]))
+
+    return train
+
+
+def cnn_arm(images, *, width: int, epochs: int, patience: int, log: bool = False):
+    """An arm's ``train``: a `ResidualCNN` from scratch on ``images`` (T, C, H, W), a tensor,
+    to the targets standardised with the training rows (of log10 with ``log``)."""
+    from sdofm.benchmarks.baseline_nets import ResidualCNN
+    from sdofm.benchmarks.heads import TargetScaler, fit, predict
+
+    def train(f):
+        scale = TargetScaler(f.y[f.rows["train"]], log=log)
+        net = ResidualCNN(images.shape[1], f.y.shape[1], width=width)
+        data = [(images[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
+        net = fit(net, *data, **f.kwargs(epochs=epochs, batch_size=32, patience=patience))
+        return lambda rows: scale.inverse(predict(net, images[rows], device=f.device))
+
+    return train
+
+
+def climatology_arm(f):
+    """An arm's ``train``: the mean of the training rows' targets, for every row."""
+    mean = f.y[f.rows["train"]].mean(axis=0)
+    return lambda rows: np.tile(mean, (len(rows), 1))
 
 
 def quiet_sun_mask(bz: np.ndarray, *, gauss: float = 5.0) -> np.ndarray:

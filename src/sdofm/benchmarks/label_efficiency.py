@@ -21,9 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sdofm.benchmarks.baseline_nets import ResidualCNN
-from sdofm.benchmarks.baselines import ridge_on_val
-from sdofm.benchmarks.heads import TargetScaler, fit, predict
+from sdofm.benchmarks.baselines import climatology_arm, cnn_arm, ridge_arm
 from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.benchmarks.virtual_eve import VirtualEVE
 
@@ -52,38 +50,21 @@ class LabelEfficiency(VirtualEVE):
     def arms(self, samples: Samples) -> dict[str, Arm]:
         stats, images = self.images
         log_stats = np.log10(np.clip(stats, 1e-3, None))
-        x_img = torch.from_numpy(images)
-
-        def ridge(f):
-            scale = TargetScaler(f.y[f.rows["train"]], log=True)
-            y = np.zeros(f.y.shape)
-            for s in ("train", "val"):
-                y[f.rows[s]] = scale(f.y[f.rows[s]]).numpy()
-            model, _ = ridge_on_val(log_stats, y, f.rows["train"], f.rows["val"])
-            z = (np.nan_to_num(log_stats) - model.feature_mean_) / model.feature_std_
-            return lambda rows: scale.inverse(model.predict(z[rows]))
-
-        def cnn(f):
-            scale = TargetScaler(f.y[f.rows["train"]], log=True)
-            net = ResidualCNN(x_img.shape[1], f.y.shape[1], width=self.params["cnn_width"])
-            data = [(x_img[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
-            kw = f.kwargs(epochs=self.params["cnn_epochs"], batch_size=32, patience=10)
-            net = fit(net, *data, **kw)
-            return lambda rows: scale.inverse(predict(net, x_img[rows], device=f.device))
-
-        def climatology(f):
-            mean = f.y[f.rows["train"]].mean(axis=0)
-            return lambda rows: np.tile(mean, (len(rows), 1))
-
+        p = self.params
+        cnn = cnn_arm(
+            torch.from_numpy(images), width=p["cnn_width"], epochs=p["cnn_epochs"], patience=10
+        )
         return {
             "ridge_channel_stats": Arm(
                 "paper",
                 "ridge on log10 of each AIA channel's mean and std (alpha chosen on validation)",
-                ridge,
+                ridge_arm(log_stats, log=True),
                 seeded=False,
             ),
             "cnn_from_scratch": Arm("paper", "a CNN on the normalised AIA images", cnn),
-            "climatology": Arm("trivial", "mean of the labelled rows", climatology, seeded=False),
+            "climatology": Arm(
+                "trivial", "mean of the labelled rows", climatology_arm, seeded=False
+            ),
         }
 
     def extra(self, samples, preds) -> dict:

@@ -25,16 +25,20 @@ from scipy.stats import rankdata
 
 __all__ = [
     "Metric",
+    "angular_error",
     "best_threshold",
     "brier",
     "frac_within",
     "hss2",
     "mae",
     "mape",
+    "mean_r2",
     "median_rae",
+    "on_column",
     "pearson_r",
     "pixel_correlation",
     "ppe",
+    "r2",
     "relative_absolute_error",
     "relative_flux_difference",
     "rmse",
@@ -99,6 +103,43 @@ def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def r2(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Coefficient of determination 1 − SS_res/SS_tot (as `sklearn.metrics.r2_score` for one
+    output); NaN when the truth is constant."""
+    y, p = np.asarray(y_true, float), np.asarray(y_pred, float)
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((p - y) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+
+
+def mean_r2(columns: list[int]) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The mean R² of output ``columns`` of (N, K) arrays (NaN columns left out)."""
+
+    def score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        values = [r2(y_true[:, k], y_pred[:, k]) for k in columns]
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+    score.__name__ = "mean_r2"
+    return score
+
+
+def on_column(fn: Callable, column: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """``fn`` scored on one output column of (N, K) arrays (one target of several)."""
+
+    def score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        return fn(y_true[:, column], y_pred[:, column])
+
+    score.__name__ = f"{fn.__name__}_{column}"
+    return score
+
+
+def angular_error(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean great-circle distance (deg) between (latitude, longitude) pairs in degrees: (N, 2)."""
+    lat1, lon1 = np.radians(np.asarray(y_true, float)).T
+    lat2, lon2 = np.radians(np.asarray(y_pred, float)).T
+    c = np.sin(lat1) * np.sin(lat2) + np.cos(lat1) * np.cos(lat2) * np.cos(lon2 - lon1)
+    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))).mean())
 
 
 def frac_within(tolerance: float) -> Callable[[np.ndarray, np.ndarray], float]:

@@ -42,6 +42,7 @@ __all__ = [
     "Samples",
     "Task",
     "TaskInputs",
+    "arm_predictions",
     "baseline_group",
     "fm_group",
     "prepare",
@@ -142,6 +143,12 @@ class Task:
         """Task-specific results for metrics.json's ``extra`` (none by default)."""
         return {}
 
+    def run_extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        """Results of one named run that need its backbone (e.g. probes at the checkpoints kept
+        during pretraining), computed in the run's arm job; ``preds``: its FM head and control.
+        metrics.json's ``extra`` holds the first run's, ``extra.run_extra`` every run's."""
+        return {}
+
     def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
         """Data for the report's figures, written to samples.nc (empty by default)."""
         return xr.Dataset()
@@ -181,7 +188,9 @@ def fm_group(task: Task, samples: Samples, run: str) -> ArmGroup:
         "embeddings_checkpoint_sha256": ctx.embeddings_sha,
         "pretraining_intervals": ctx.pretraining_intervals,
     }
-    return _train_group(task, samples, run, arms, meta)
+    group = _train_group(task, samples, run, arms, meta)
+    group.meta["extra"] = task.run_extra(samples, group.preds)
+    return group
 
 
 def baseline_group(task: Task, samples: Samples) -> ArmGroup:
@@ -247,7 +256,11 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
         }
         for g in runs
     }
-    result.extra = task.extra(samples, preds) | ({"not_applicable": skipped} if skipped else {})
+    result.extra = task.extra(samples, preds) | runs[0].meta.get("extra", {})
+    if len(runs) > 1:
+        result.extra["run_extra"] = {g.name: g.meta.get("extra", {}) for g in runs}
+    if skipped:
+        result.extra["not_applicable"] = skipped
     if task.fractions:
         result.extra["curves"] = _curves(task, samples, ordered, arm_name, proto)
         result.extra["curves"]["100"] = {
@@ -272,6 +285,13 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
     task, samples = prepare(task_cls, inputs, params)
     groups = [fm_group(task, samples, Path(inputs.checkpoint).parent.name or "fm")]
     return score_groups(task, samples, [*groups, baseline_group(task, samples)], out_dir)
+
+
+def arm_predictions(task: Task, name: str, arm: Arm, samples: Samples) -> list[np.ndarray]:
+    """One more arm trained under the protocol (all labels): its predictions, one per seed.
+
+    For a task's ``extra`` comparisons (e.g. the backbone at earlier pretraining steps)."""
+    return _train_arm(task, name, arm, samples, task.ctx.protocol, task.ctx.device)[0]
 
 
 def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):

@@ -45,17 +45,21 @@ def similar_times(
     if abs(times[q] - target) > pd.Timedelta(days=1):
         msg = f"no embedded time step within a day of {target} (nearest is {times[q]})"
         raise SdofmError(msg)
+    from sklearn.neighbors import NearestNeighbors
+
     train = ok & (emb.split.values == "train")
     zc = z - z[train if train.any() else ok].mean(axis=0)
-    unit = zc[usable] / np.linalg.norm(zc[usable], axis=1, keepdims=True)
-    dist = 1.0 - unit @ (zc[q] / np.linalg.norm(zc[q]))
-    far = np.abs(times[usable] - times[q]) > pd.Timedelta(hours=exclude_hours)
-    order = np.argsort(np.where(far, dist, np.inf))[: min(k, int(far.sum()))]
+    far = usable[np.abs(times[usable] - times[q]) > pd.Timedelta(hours=exclude_hours)]
+    dist, found = np.empty(0), np.empty(0, int)
+    if len(far) and k > 0:
+        nn = NearestNeighbors(metric="cosine", algorithm="brute").fit(zc[far])
+        dist, i = nn.kneighbors(zc[q][None], n_neighbors=min(k, len(far)))
+        dist, found = dist[0], far[i[0]]
     out = pd.DataFrame(
         {
-            "time": times[usable[order]],
-            "cosine_distance": dist[order],
-            "split": emb.split.values[usable[order]],
+            "time": times[found],
+            "cosine_distance": dist,
+            "split": emb.split.values[found],
         }
     )
     out.attrs["query"] = str(times[q])

@@ -24,7 +24,11 @@ __all__ = [
     "write_goes_csv",
 ]
 
-# Lower edge of each GOES class in W/m^2 (1-8 Å peak flux).
+# Lower edge of each GOES class in W/m^2 (1-8 Å peak flux). sunkit-instruments' goes_xrs
+# flareclass_to_flux / flux_to_flareclass convert alike (tests/test_library_swaps.py holds ours
+# equal to them) but are not imported at run time: that package imports sunpy.timeseries and
+# matplotlib.pyplot (~1.5 s CPU in each job that converts), checks no class string and gives
+# 3 significant digits ("C9.99"), not the flare lists' one decimal ("M1.0").
 GOES_SCALE = {"A": 1e-8, "B": 1e-7, "C": 1e-6, "M": 1e-5, "X": 1e-4}
 _CLASS_RE = re.compile(r"^\s*([ABCMX])\s*(\d+(?:\.\d*)?|\.\d+)\s*$", re.IGNORECASE)
 # NOAA/SWPC event definition on 1-minute 1-8 Å data: four minutes of monotonic rise ending at

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 from collections.abc import Iterable, Sequence
@@ -77,24 +78,27 @@ def parse_tobs(values: Iterable[str]) -> pd.DatetimeIndex:
     """Parse AIA (`2011-01-01T00:00:07.84Z`, UTC) and HMI (`2011.01.01_00:00:34_TAI`) T_OBS.
 
     HMI times are TAI, ahead of UTC by the leap seconds so far (34 s in 2011, 37 s since 2017);
-    astropy converts them to UTC so both instruments align on one clock.
+    sunpy's `~sunpy.time.parse_time` reads the JSOC form and astropy converts it to UTC, so
+    both instruments align on one clock.
     """
     texts = [str(v) for v in values]
     utc = [pd.Timestamp(t.rstrip("Z")) if not t.endswith("_TAI") else None for t in texts]
     tai = [i for i, t in enumerate(texts) if t.endswith("_TAI")]
     if tai:
-        from astropy.time import Time
+        from sunpy.time import parse_time
 
-        iso = []
-        for i in tai:
-            date, clock = texts[i][:-4].split("_")
-            iso.append(f"{date.replace('.', '-')}T{clock}")
-        converted = Time(iso, format="isot", scale="tai").utc.to_datetime()
-        for i, t in zip(tai, np.atleast_1d(converted), strict=True):
-            utc[i] = pd.Timestamp(t)
+        # parse_time reads a list in the form of its first entry: whole and fractional
+        # seconds (``00:00:02.898_TAI``) are parsed apart.
+        for fraction in (False, True):
+            part = [i for i in tai if ("." in texts[i].split("_")[1]) == fraction]
+            if part:
+                converted = parse_time([texts[i] for i in part]).utc.to_datetime()
+                for i, t in zip(part, np.atleast_1d(converted), strict=True):
+                    utc[i] = pd.Timestamp(t)
     return pd.DatetimeIndex(utc)
 
 
+@functools.lru_cache(maxsize=4096)  # every HMI component of a frame has the same time
 def format_tai(t: pd.Timestamp) -> str:
     """An HMI-style TAI T_OBS label (``2011.01.01_00:00:34_TAI``) for a UTC time."""
     from astropy.time import Time

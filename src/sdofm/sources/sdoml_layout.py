@@ -144,6 +144,9 @@ def create_frame_array(group: zarr.Group, name: str, n: int, size: int) -> zarr.
 
 
 def _json(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most keywords: as they are
+        return value
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

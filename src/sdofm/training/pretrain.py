@@ -29,6 +29,7 @@ from sdofm.models import backbone_kwargs, build_backbone
 from sdofm.models.checkpoint import unsafe_checkpoint
 from sdofm.training.cluster import Requeue, cluster_layout
 from sdofm.training.datamodule import SDODataModule
+from sdofm.training.kept import KeepCheckpoints, publish_kept
 from sdofm.training.lock import run_lock
 from sdofm.training.module import Pretrainer
 from sdofm.training.resume import dataset_identity, resume_point, runtime
@@ -75,7 +76,8 @@ def pretrain(dataset: str | Path, out: str | Path, params: dict[str, Any]) -> di
 
     ``params`` is the ``pretrain`` config block. Beside ``out``: ``logs/metrics.csv``,
     ``loss_history.csv`` (per epoch), ``probe.csv``, ``loss_curve.png``,
-    ``reconstructions.png`` and ``summary.json``. Returns the summary. The directory is
+    ``reconstructions.png``, ``summary.json`` and ``kept_checkpoints/`` (`sdofm.training.kept`).
+    Returns the summary. The directory is
     locked for the whole run (`sdofm.training.lock`): a second run on it stops at once.
     """
     out = Path(out)
@@ -151,6 +153,7 @@ def _train(dataset: str | Path, out: Path, params: dict[str, Any]) -> dict[str, 
                 enable_version_counter=False,
             )
         )
+    kept = KeepCheckpoints(ckpt_dir / "kept", params.get("keep_checkpoints", 0))
     probe = LinearProbe(dataset, every_n_steps=params["probe_every_n_steps"])
     monitor = ReconstructionMonitor(out.parent)
     # Bars on a terminal; in a job log, a line every N steps (loss, samples/s, ETA).
@@ -163,7 +166,7 @@ def _train(dataset: str | Path, out: Path, params: dict[str, Any]) -> dict[str, 
         accumulate_grad_batches=params["accumulate_grad_batches"],
         default_root_dir=ckpt_dir,
         logger=_loggers(params, log_dir),
-        callbacks=[*checkpoints, probe, monitor, *bar, requeue],
+        callbacks=[*checkpoints, kept, probe, monitor, *bar, requeue],
         enable_model_summary=False,
         log_every_n_steps=1,
         use_distributed_sampler=False,  # the loader shards by (seed, epoch, rank) itself
@@ -208,6 +211,7 @@ def _train(dataset: str | Path, out: Path, params: dict[str, Any]) -> dict[str, 
         "provenance": {"dataset": module.hparams.dataset, **module.hparams.runtime},
     }
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    publish_kept(kept.folder, out.parent)
     partial.replace(out)  # last: the output exists only once everything beside it does
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary

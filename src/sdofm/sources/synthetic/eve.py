@@ -85,15 +85,28 @@ for _name, _ion, _wave, _logt in SDOML_EVE_LINES:
         _power, _weights = _by_temperature(_logt)
         EVE_LINES[_name] = (OTHER_BASE[_name], _power, _weights)
 NOISE = 0.003  # relative measurement noise of MEGS-A
+LINE_LOGT = {name: logt for name, _ion, _wave, logt in SDOML_EVE_LINES}
+HOT_GAIN = 0.3  # brightening of the hottest lines per unit of the hot index
+
+
+def hot_share(line: str) -> float:
+    """How much of a line forms in the hot (> 2 MK) cores of complex regions and flares."""
+    return float(np.clip((LINE_LOGT[line] - 6.2) / 0.6, 0.0, 1.0))
 
 
 def eve_irradiance(
-    relative: dict[str, np.ndarray], rng: np.random.Generator
+    relative: dict[str, np.ndarray], rng: np.random.Generator, hot: np.ndarray | float = 0.0
 ) -> dict[str, np.ndarray]:
-    """Line irradiances from each channel's disk-integrated emission relative to the quiet Sun."""
+    """Line irradiances from each channel's disk-integrated emission relative to the quiet Sun.
+
+    ``hot`` is a DEM-like index of the hot plasma, not a function of the channel means: it
+    grows with the square of each region's (and flare's) hot-core emission, so a few bright
+    cores raise the hot lines more than many faint ones of the same total.
+    """
     n = len(next(iter(relative.values())))
     out = {}
     for line, (base, power, weights) in EVE_LINES.items():
         drive = sum(w * relative[ch] for ch, w in weights.items())
-        out[line] = base * drive**power * (1.0 + rng.normal(0.0, NOISE, n))
+        hot_term = 1.0 + HOT_GAIN * hot_share(line) * np.asarray(hot)
+        out[line] = base * drive**power * hot_term * (1.0 + rng.normal(0.0, NOISE, n))
     return out

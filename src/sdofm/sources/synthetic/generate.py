@@ -26,6 +26,7 @@ from sdofm.sources.sdoml_layout import (
     sdoml_geometry,
 )
 from sdofm.sources.synthetic import flares as fl
+from sdofm.sources.synthetic import sun as sun_model
 from sdofm.sources.synthetic.eve import EVE_LINES, eve_irradiance
 from sdofm.sources.synthetic.fits import (
     aia_filename,
@@ -40,6 +41,7 @@ from sdofm.sources.synthetic.instrument import (
     flare_sigma,
     render_channel,
 )
+from sdofm.sources.synthetic.network import make_network
 from sdofm.sources.synthetic.sun import (
     RSUN_ARCSEC,
     RSUN_CM,
@@ -54,7 +56,13 @@ __all__ = ["SyntheticSun", "generate"]
 
 EVE_FLUSH_ROWS = 10_080  # EVE rows buffered between writes (a week at 1-min cadence)
 CHUNK = 15  # frames per chunk, as in SDOML v2
-HMI_NOISE_G = 8.0  # per-pixel noise of the HMI field components
+F107_LIMB_DEG = 10.0  # width of the fade of a region's radio emission across the limb
+HMI_NOISE_G = 10.0  # per-pixel noise of the HMI field components at full resolution (4096²)
+
+
+def hmi_noise(size: int) -> float:
+    """Per-pixel noise (G) of HMI binned to ``size``²: binning k×k pixels divides it by k."""
+    return HMI_NOISE_G * size / 4096
 
 
 @dataclass(frozen=True)
@@ -94,20 +102,31 @@ class _Sun:
         self.flares = fl.make_flares(rng, self.regions, start - pd.Timedelta(days=1), end)
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
+        # Its own stream: adding the network left the regions and flares of a seed as they were.
+        self.network = make_network(np.random.default_rng([sun.seed, 5]), start)
         self._disks: dict[tuple[int, float, float], Disk] = {}
+        self._hot: dict[pd.Timestamp, float] = {}
+        # B0 of every frame in one ephemeris call (evaluated one at a time it costs ~30 ms)
+        self._b0 = pd.Series(b0_angle(sun.times), index=sun.times) if sun.b0 else None
 
     def disk(self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC) -> Disk:
-        b0 = round(b0_angle(t), 2) if self.sun.b0 else 0.0
+        b0 = 0.0
+        if self._b0 is not None:
+            b0 = round(float(self._b0[t]) if t in self._b0.index else b0_angle(t), 2)
         key = (size, b0, rsun_arcsec)
         if key not in self._disks:  # at most two geometries (SDOML, FITS): memory stays flat
             self._disks = {k: v for k, v in self._disks.items() if k[0] != size}
             self._disks[key] = Disk(size, b0, rsun_arcsec)
         return self._disks[key]
 
-    def unsigned_flux(self, t: pd.Timestamp) -> float:
-        """Total unsigned flux (Mx) of the regions on the visible hemisphere."""
+    def unsigned_flux(self, t: pd.Timestamp, limb_deg: float = 0.0) -> float:
+        """Total unsigned flux (Mx) of the regions on the visible hemisphere; with ``limb_deg``
+        a region's weight falls smoothly from 1 to 0 over that many degrees across the limb."""
         s = region_states(self.regions, t)
-        return float(2 * s.flux[s.visible].sum())
+        if limb_deg <= 0:
+            return float(2 * s.flux[s.visible].sum())
+        weight = 0.5 * (1.0 + np.tanh((90.0 - np.abs(s.lon)) / (limb_deg / 4)))
+        return float(2 * (s.flux * weight).sum())
 
     def render(
         self, t: pd.Timestamp, size: int, rsun_arcsec: float = RSUN_ARCSEC
@@ -115,13 +134,15 @@ class _Sun:
         """Noise-free radial field and AIA intensities at ``t`` (the Sun ``rsun_arcsec`` wide)."""
         disk = self.disk(t, size, rsun_arcsec)
         state = region_states(self.regions, t)
-        br = radial_field(state, disk)
+        network, network_field = self.network.maps(t, disk)
+        br = radial_field(state, disk) + network_field
         front = np.flatnonzero(np.abs(state.lon) < 95.0)
         regions = [
             (
                 disk.distance(state.lat[i], state.lon[i]),
                 np.deg2rad(state.separation[i]),
                 state.flux[i] / 1e22,
+                state.complexity[i],
             )
             for i in front
         ]
@@ -134,8 +155,23 @@ class _Sun:
                 for f, lv in zip(idx, level[0], strict=True)
                 if lv > 1e-3
             ]
-            images[name] = render_channel(name, disk, regions, flare_maps)
+            images[name] = render_channel(name, disk, regions, flare_maps, network)
         return disk, br, images
+
+    def hot_cores(self, t: pd.Timestamp) -> float:
+        """Σ over front-side regions of the square of their hot-core (94 Å) emission, in units
+        of a β region of 1e22 Mx (the hot plasma's DEM weight, for EVE)."""
+        if t not in self._hot:  # each frame's value is asked for twice (as lo, then as t)
+            self._hot = {k: v for k, v in self._hot.items() if k >= t - pd.Timedelta(days=1)}
+            self._hot[t] = self._hot_cores(region_states(self.regions, t))
+        return self._hot[t]
+
+    @staticmethod
+    def _hot_cores(s) -> float:
+        front = np.abs(s.lon) < 90.0
+        hot = CHANNELS["94A"]
+        core = (s.flux[front] / 1e22) ** hot.gamma * hot.core(s.complexity[front])
+        return float((core**2).sum())
 
     def flare_disk_mean(self, times: pd.DatetimeIndex, name: str, size: int) -> np.ndarray:
         """Flare emission of channel ``name`` averaged over the image at ``times`` (for EVE)."""
@@ -216,18 +252,34 @@ def _write_goes(sun: SyntheticSun, model: _Sun, path: Path) -> None:
         _write_csv_block(pd.DataFrame({"time": times, "xrsb_flux": xrsb}), path)
 
 
-def _write_f107(sun: SyntheticSun, model: _Sun, path: Path) -> None:
-    """Daily F10.7 at 20 UT (Penticton's local noon) from the visible unsigned flux."""
+def _f107_times(sun: SyntheticSun) -> pd.DatetimeIndex:
+    """When the synthetic radio telescope observes, once a day: at the image time of the day
+    nearest 20 UT (Penticton's local noon), so the images see the Sun F10.7 saw; at 20 UT on a
+    day without images."""
     days = pd.date_range(pd.Timestamp(sun.start).floor("D"), sun.end, freq="D", inclusive="left")
-    t20 = days + pd.Timedelta(hours=20)
+    noon = pd.Series(days + pd.Timedelta(hours=20), index=days)
+    frames = pd.Series(sun.times, index=sun.times.floor("D"))
+    off = (frames - noon.reindex(frames.index).to_numpy()).abs()
+    best = frames[off.groupby(level=0).transform("min").eq(off).to_numpy()]
+    best = best[~best.index.duplicated()]  # two frames as near: the earlier
+    return pd.DatetimeIndex(best.reindex(days).fillna(noon))
+
+
+def _write_f107(sun: SyntheticSun, model: _Sun, path: Path) -> None:
+    """Daily F10.7 from the unsigned flux of the regions the radio telescope sees.
+
+    Gyroresonance sources sit above the regions, so a region fades out smoothly across the
+    limb (`F107_LIMB_DEG` wide) instead of at a hard visible/invisible cut.
+    """
+    times = _f107_times(sun)
     rng = np.random.default_rng([sun.seed, 3])
-    flux = np.array([model.unsigned_flux(t) for t in t20])
-    adjusted = 65.0 + 2.5e-21 * flux + rng.normal(0.0, 3.0, len(days))
+    flux = np.array([model.unsigned_flux(t, limb_deg=F107_LIMB_DEG) for t in times])
+    adjusted = 65.0 + 2.5e-21 * flux + rng.normal(0.0, 3.0, len(times))
     # Observed flux is not corrected to 1 AU: it varies ±3.4 % over the year.
-    dist = 1 - 0.0167 * np.cos(2 * np.pi * (t20.dayofyear - 4) / 365.25)
+    dist = 1 - 0.0167 * np.cos(2 * np.pi * (times.dayofyear - 4) / 365.25)
     pd.DataFrame(
         {
-            "time": t20.strftime("%Y-%m-%dT%H:%M:%S"),
+            "time": times.strftime("%Y-%m-%dT%H:%M:%S"),
             "observed_flux": adjusted / dist**2,
             "adjusted_flux": adjusted,
         }
@@ -273,6 +325,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
     eve_times = _eve_times(sun)
     megsa_end = pd.Timestamp(sun.megsa_end)
     disk_means = np.zeros((len(times), len(AIA_CHANNELS)))
+    degradation = {n: model.degradation.factor(n, times) for n in AIA_CHANNELS}  # not per frame
     prev = None
     years = times.year.to_numpy()
     for year in np.unique(years):
@@ -294,21 +347,21 @@ def _aia_hmi_frames(sun: SyntheticSun, model: _Sun, tmp: Path, eve: _EveWriter) 
                 write_hmi_fits(
                     fits_dir / "hmi" / f"hmi.m_45s.{t:%Y%m%d_%H%M%S}_TAI.fits",
                     fits_br * fits_disk.mu
-                    + rng.normal(0.0, HMI_NOISE_G, fits_br.shape) * fits_disk.on,
+                    + rng.normal(0.0, hmi_noise(sun.fits_image_size), fits_br.shape) * fits_disk.on,
                     t_obs=t,
                     disk=fits_disk,
                 )
             for k, comp in enumerate(HMI_COMPONENTS):  # the radial field seen along x, y, z
                 proj = (disk.x, disk.y, disk.mu)[k]
                 buf[len(AIA_CHANNELS) + k, b] = (
-                    br * proj + rng.normal(0.0, HMI_NOISE_G, shape) * disk.on
+                    br * proj + rng.normal(0.0, hmi_noise(size), shape) * disk.on
                 )
                 _frame_attrs(attrs[comp], "hmi", buf[len(AIA_CHANNELS) + k, b], disk, t)
             for k, name in enumerate(AIA_CHANNELS):
                 ch = CHANNELS[name]
                 disk_means[i, k] = images[name].mean()
                 exptime = round(ch.exptime * rng.uniform(0.85, 1.0), 4)
-                deg = float(model.degradation.factor(name, t)[0])
+                deg = float(degradation[name][i])
                 counts = rng.poisson(images[name] * exptime * deg)  # what the CCD records
                 # SDOML v2: divided by exposure and degradation.
                 buf[k, b] = counts / (exptime * deg)
@@ -358,7 +411,12 @@ def _eve_rows(sun, model, sel, lo, t, before, now, quiet_mean, i) -> dict[str, n
         base = before[k] + (now[k] - before[k]) * np.asarray(frac)
         flare = model.flare_disk_mean(sel, name, sun.image_size)
         relative[name] = (base + flare) / quiet_mean[name]
-    return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]))
+    # Hot plasma: the regions' hot cores (between the frames) and the flares, each squared.
+    h_lo, h_t = model.hot_cores(lo), model.hot_cores(t)
+    cores = h_lo + (h_t - h_lo) * np.asarray(frac)
+    _, level = model.flare_set.levels(sel)
+    hot = np.log1p(cores + ((level / 10.0) ** 2).sum(axis=1))
+    return eve_irradiance(relative, np.random.default_rng([sun.seed, 2, int(i)]), hot)
 
 
 def _eve_times(sun: SyntheticSun) -> pd.DatetimeIndex:
@@ -429,6 +487,15 @@ def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
                 "rate_per_day": fl.RATE_PER_DAY,
             },
             "rsun_cm": RSUN_CM,
+            "spots": {
+                "min_sigma_px": sun_model.MIN_SPOT_PX,
+                "min_pair_sigmas": sun_model.MIN_PAIR_SIGMAS,
+                "delta_share": sun_model.DELTA_SHARE,
+                "delta_sigmas": sun_model.DELTA_SIGMAS,
+            },
+            "network": model.network.to_dict(),
+            "f107_limb_deg": F107_LIMB_DEG,
+            "hmi_noise_g": hmi_noise(sun.image_size),
         }
         (truth / "parameters.json").write_text(json.dumps(params, indent=2))
     return {p.name: p for p in Path(out).iterdir()}

@@ -34,20 +34,26 @@ class Channel:
     eff_area: float  # effective area at launch (cm²), as in aia.response
     flare_gain: float  # flare emission per GOES C1 at peak, in units of `quiet` × disk pixels
     flare_delay_min: float  # delay of the channel's flare peak after the GOES peak (cooling)
+    network: float = 0.4  # brightening of the quiet Sun per unit of network (see network.py)
+    shear: float = 0.0  # extra core emission per step of complexity (sheared, hot δ-region cores)
+
+    def core(self, complexity: np.ndarray | int) -> np.ndarray | float:
+        """Gain of a region's core emission with its complexity (1 = β: no gain)."""
+        return 1.0 + self.shear * (complexity - 1)
 
 
 # Hot channels (94, 131) see flares first, cooler ones as the plasma cools (e.g. Viall &
 # Klimchuk 2012); 1600/1700 respond to the chromosphere and plage.
 CHANNELS: dict[str, Channel] = {
-    "94A": Channel(1.5, 60.0, 1.5, 0.6, 0.30, 0.6, 2.9, 25.0, 0.317, 400.0, 0.0),
-    "131A": Channel(8.0, 30.0, 1.4, 0.6, 0.30, 0.6, 2.9, 12.0, 1.109, 300.0, 0.0),
-    "171A": Channel(300.0, 8.0, 0.9, 0.8, 0.40, 1.2, 2.0, 9.0, 3.466, 2.0, 20.0),
-    "193A": Channel(300.0, 10.0, 1.1, 0.8, 0.40, 1.0, 2.0, 8.0, 2.131, 4.0, 14.0),
-    "211A": Channel(80.0, 15.0, 1.2, 0.8, 0.35, 0.9, 2.9, 7.0, 0.741, 8.0, 10.0),
-    "304A": Channel(60.0, 10.0, 1.0, 0.5, 0.25, 1.1, 2.9, 3.0, 0.218, 6.0, 16.0),
-    "335A": Channel(5.0, 20.0, 1.3, 0.7, 0.30, 0.8, 2.9, 4.0, 0.024, 40.0, 6.0),
-    "1600A": Channel(50.0, 3.0, 0.8, -0.4, 0.0, 0.7, 1.0, 10.0, 0.255, 3.0, 2.0),
-    "1700A": Channel(700.0, 1.3, 0.6, -0.5, 0.0, 0.7, 1.0, 15.0, 1.000, 0.5, 3.0),
+    "94A": Channel(1.5, 60.0, 1.5, 0.6, 0.30, 0.6, 2.9, 25.0, 0.317, 400.0, 0.0, 0.5, 3.0),
+    "131A": Channel(8.0, 30.0, 1.4, 0.6, 0.30, 0.6, 2.9, 12.0, 1.109, 300.0, 0.0, 0.5, 2.0),
+    "171A": Channel(300.0, 8.0, 0.9, 0.8, 0.40, 1.2, 2.0, 9.0, 3.466, 2.0, 20.0, 0.5),
+    "193A": Channel(300.0, 10.0, 1.1, 0.8, 0.40, 1.0, 2.0, 8.0, 2.131, 4.0, 14.0, 0.5, 0.25),
+    "211A": Channel(80.0, 15.0, 1.2, 0.8, 0.35, 0.9, 2.9, 7.0, 0.741, 8.0, 10.0, 0.5, 0.5),
+    "304A": Channel(60.0, 10.0, 1.0, 0.5, 0.25, 1.1, 2.9, 3.0, 0.218, 6.0, 16.0, 0.5),
+    "335A": Channel(5.0, 20.0, 1.3, 0.7, 0.30, 0.8, 2.9, 4.0, 0.024, 40.0, 6.0, 0.5, 1.0),
+    "1600A": Channel(50.0, 3.0, 0.8, -0.4, 0.0, 0.7, 1.0, 10.0, 0.255, 3.0, 2.0, 0.4),
+    "1700A": Channel(700.0, 1.3, 0.6, -0.5, 0.0, 0.7, 1.0, 15.0, 1.000, 0.5, 3.0, 0.25),
 }
 
 LAUNCH_EPOCH = pd.Timestamp("2010-03-24")
@@ -130,18 +136,21 @@ def render_channel(
     disk: Disk,
     regions: list[tuple[np.ndarray, float, float]],
     flares: list[tuple[np.ndarray, float]],
+    network: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Noise-free intensity (DN/s) of channel ``name`` on ``disk``.
 
-    ``regions`` holds (distance map in rad, spot separation in rad, flux/1e22) per visible region;
-    ``flares`` holds (distance map, flux in GOES C1 units as this channel sees it now).
+    ``regions`` holds (distance map in rad, spot separation in rad, flux/1e22, complexity) per
+    visible region: complex regions have brighter hot cores (``shear``);
+    ``flares`` holds (distance map, flux in GOES C1 units as this channel sees it now);
+    ``network`` the brightness of the enhanced network (`Network.maps`).
     """
     ch = CHANNELS[name]
     if ch.limb >= 0:  # optically thin: path length grows towards the limb (capped)
         profile = 1.0 + ch.limb * 0.3 * (1.0 / np.maximum(disk.mu, 0.15) - 1.0)
     else:  # UV continuum: limb darkening
         profile = disk.mu ** (-ch.limb)
-    img = np.where(disk.on, ch.quiet * profile, 0.0)
+    img = np.where(disk.on, ch.quiet * profile * (1.0 + ch.network * network), 0.0)
     if ch.corona > 0:
         off = ~disk.on
         img[off] = ch.quiet * ch.corona * np.exp(-(disk.r[off] - 1.0) / 0.08)
@@ -149,9 +158,12 @@ def render_channel(
     # EUV corona (falling off with height); the UV continuum has nothing off the disk.
     height = np.where(disk.on, 1.0, np.exp(-(disk.r - 1.0) / 0.05) if ch.corona > 0 else 0.0)
     active = np.zeros_like(img)
-    for dist, separation, strength in regions:
+    for dist, separation, strength, complexity in regions:
         sigma = ch.width * separation
-        active += ch.quiet * ch.contrast * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
+        core = ch.core(complexity)
+        active += (
+            ch.quiet * ch.contrast * core * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
+        )
     sigma_flare = flare_sigma(disk)
     for dist, c1 in flares:
         active += ch.quiet * ch.flare_gain * c1 * np.exp(-0.5 * (dist / sigma_flare) ** 2)

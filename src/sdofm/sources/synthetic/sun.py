@@ -24,6 +24,10 @@ SDOML_CDELT_512 = 4.8  # arcsec per pixel at 512² (0.6″ × 8)
 EARTH_ORBIT_DEG_PER_DAY = 0.9856
 # Narrowest feature (in pixels) a kernel is rendered at, so pixel sums conserve its integral.
 MIN_SIGMA_PX = 0.6
+MIN_SPOT_PX = 1.0  # narrowest sunspot drawn: at 64² a spot (σ ≈ 0.75°) is a third of a pixel
+MIN_PAIR_SIGMAS = 3.0  # spots of a bipole at least this many widths apart
+DELTA_SHARE = 0.3  # share of a region's flux in each δ-spot
+DELTA_SIGMAS = 2.5  # distance of a δ-spot from the leading spot, in spot widths
 GROWTH_DAYS = 3.0  # regions emerge over a few days, then decay exponentially
 
 
@@ -33,10 +37,16 @@ def snodgrass_rate(lat_deg: np.ndarray | float) -> np.ndarray:
     return 14.713 - 2.396 * s2 - 1.787 * s2**2
 
 
-def b0_angle(t: pd.Timestamp) -> float:
-    """Heliographic latitude of the disk centre (deg): ±7.25° over the year, 0 near 6 June."""
-    day = (t - pd.Timestamp(t.year, 6, 6)) / pd.Timedelta(days=365.25)
-    return 7.25 * float(np.sin(2 * np.pi * day))
+def b0_angle(t: pd.Timestamp | pd.DatetimeIndex) -> float | np.ndarray:
+    """Heliographic latitude of the disk centre (deg) seen from Earth: sunpy's B0 ephemeris
+    (±7.25° over the year, 0 near 6 June and 8 December). An index is evaluated at once (one
+    call per time costs ~30 ms)."""
+    from astropy.time import Time  # sunpy.coordinates costs ~1 s to import: only when tilted
+    from sunpy.coordinates.sun import B0
+
+    times = pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(t)))
+    b0 = B0(Time(times.to_numpy("datetime64[ns]"))).deg
+    return float(b0[0]) if isinstance(t, pd.Timestamp) else np.asarray(b0, float)
 
 
 def make_regions(
@@ -99,21 +109,27 @@ class RegionState:
 
 def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
     """Positions (Snodgrass rotation) and fluxes of the living regions at time ``t``."""
-    age = (t - regions["emergence"]).dt.total_seconds().to_numpy() / 86400.0
+    # numpy, not pandas arithmetic: this runs several times a frame
+    since = np.datetime64(pd.Timestamp(t).as_unit("ns")) - regions["emergence"].to_numpy("M8[ns]")
+    age = since.astype(np.int64) / 1e9 / 86400.0  # as Series.dt.total_seconds() / 86400
     g = growth(age, regions["lifetime_days"].to_numpy())
-    alive = g > 1e-3
-    r = regions[alive]
-    rate = snodgrass_rate(r["latitude_deg"].to_numpy()) - EARTH_ORBIT_DEG_PER_DAY
-    lon = (r["longitude_deg"].to_numpy() + rate * age[alive] + 180.0) % 360.0 - 180.0
+    alive = np.flatnonzero(g > 1e-3)
+
+    def column(name: str) -> np.ndarray:
+        return regions[name].to_numpy()[alive]
+
+    lat = column("latitude_deg")
+    rate = snodgrass_rate(lat) - EARTH_ORBIT_DEG_PER_DAY
+    lon = (column("longitude_deg") + rate * age[alive] + 180.0) % 360.0 - 180.0
     return RegionState(
-        region_id=r["region_id"].to_numpy(),
-        lat=r["latitude_deg"].to_numpy(),
+        region_id=column("region_id"),
+        lat=lat,
         lon=lon,
-        flux=r["flux_mx"].to_numpy() * g[alive],
-        separation=r["separation_deg"].to_numpy(),
-        tilt=r["tilt_deg"].to_numpy(),
-        polarity=r["polarity"].to_numpy(),
-        complexity=r["complexity"].to_numpy(),
+        flux=column("flux_mx") * g[alive],
+        separation=column("separation_deg"),
+        tilt=column("tilt_deg"),
+        polarity=column("polarity"),
+        complexity=column("complexity"),
     )
 
 
@@ -140,33 +156,71 @@ class Disk:
 
     def distance(self, lat_deg: float, lon_deg: float) -> np.ndarray:
         """Great-circle distance (rad) of each pixel's surface point from (lat, lon)."""
-        lat, lon = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
-        cosd = self._sin_lat * np.sin(lat) + self._cos_lat * np.cos(lat) * np.cos(self.lon - lon)
+        return self._arc(np.deg2rad(lat_deg), np.deg2rad(lon_deg), ...)
+
+    def distance2(self, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
+        """Squared great-circle distance (rad²) of many points to the on-disk pixels:
+        (points, on-disk pixels)."""
+        la, lo = np.deg2rad(lat_deg)[:, None], np.deg2rad(lon_deg)[:, None]
+        return self._arc(la, lo, self.on) ** 2
+
+    def _arc(self, lat: np.ndarray | float, lon: np.ndarray | float, pixels) -> np.ndarray:
+        """Great-circle distance (rad) from (lat, lon) in rad to the surface points of the
+        ``pixels`` (an index of the image: ``...`` for all, a mask)."""
+        sin_lat, cos_lat = self._sin_lat[pixels], self._cos_lat[pixels]
+        cosd = sin_lat * np.sin(lat) + cos_lat * np.cos(lat) * np.cos(self.lon[pixels] - lon)
         return np.arccos(np.clip(cosd, -1.0, 1.0))
 
 
-def _footpoints(state: RegionState, i: int) -> list[tuple[float, float, float]]:
-    """(lat, lon, sign) of the leading and following spots of region ``i``."""
-    half = state.separation[i] / 2
+def _spots(state: RegionState, disk: Disk) -> tuple[np.ndarray, ...]:
+    """(lat, lon, signed flux, σ) of every spot of the regions near the visible hemisphere.
+
+    Each region is a leading and a following spot along its tilted axis. Spots are drawn no
+    narrower than `MIN_SPOT_PX` and a pair no closer than `MIN_PAIR_SIGMAS` widths (a bipole
+    below the resolution is drawn at the smallest size the pixels resolve). A complex region
+    (complexity 2, 3) has one or two δ-spots: a share `DELTA_SHARE` of the following polarity's
+    flux intruding next to the leading spot, with a steep polarity inversion line between them.
+    """
+    i = np.flatnonzero(np.abs(state.lon) < 100.0)
+    lat0, lon0 = state.lat[i], state.lon[i]
+    sigma = np.maximum(np.deg2rad(state.separation[i] / 4), MIN_SPOT_PX / disk.rsun_px)
+    half = np.maximum(np.deg2rad(state.separation[i]), MIN_PAIR_SIGMAS * sigma) / 2
     tilt = np.deg2rad(state.tilt[i])
-    toward_equator = -np.sign(state.lat[i])
-    dlat = half * np.sin(tilt) * toward_equator
-    dlon = half * np.cos(tilt) / np.cos(np.deg2rad(state.lat[i]))
-    lead = (state.lat[i] + dlat, state.lon[i] + dlon, state.polarity[i])
-    follow = (state.lat[i] - dlat, state.lon[i] - dlon, -state.polarity[i])
-    return [lead, follow]
+    coslat = np.cos(np.deg2rad(lat0))
+    dlat = np.rad2deg(half * np.sin(tilt)) * -np.sign(lat0)  # leader nearer the equator
+    dlon = np.rad2deg(half * np.cos(tilt)) / coslat
+    flux, pol = state.flux[i], state.polarity[i]
+    n_delta = state.complexity[i] - 1
+    lead = (lat0 + dlat, lon0 + dlon)
+    # δ-spots beside the leader, across the bipole axis (north/south), one width away.
+    off = np.rad2deg(DELTA_SIGMAS * sigma)
+    lats = [lead[0], lat0 - dlat, lead[0] + off, lead[0] - off]
+    lons = [lead[1], lon0 - dlon, lead[1], lead[1]]
+    share = DELTA_SHARE * flux
+    fluxes = [
+        pol * flux,
+        -pol * (flux - share * n_delta),
+        -pol * share * (n_delta >= 1),
+        -pol * share * (n_delta >= 2),
+    ]
+    return (
+        np.concatenate(lats),
+        np.concatenate(lons),
+        np.concatenate(fluxes),
+        np.tile(sigma, 4),
+    )
 
 
 def radial_field(state: RegionState, disk: Disk) -> np.ndarray:
-    """Radial field B_r (G) on the visible disk: a Gaussian spot pair per region.
-
-    The peak field follows from flux conservation, B = Φ / (2π σ²), with σ a quarter of the
-    spot separation, so the integrated unsigned flux of each polarity is the region's flux.
-    """
+    """Radial field B_r (G) on the visible disk: Gaussian spots, B = Φ / (2π σ²) each, so the
+    integrated flux of each spot is its flux (see `_spots`)."""
+    lat, lon, flux, sigma = _spots(state, disk)
+    keep = flux != 0
+    if not keep.any():
+        return np.zeros(disk.x.shape)
+    lat, lon, flux, sigma = lat[keep], lon[keep], flux[keep], sigma[keep]
+    d2 = disk.distance2(lat, lon)
+    peak = flux / (2 * np.pi * (sigma * RSUN_CM) ** 2)
     br = np.zeros(disk.x.shape)
-    for i in np.flatnonzero(np.abs(state.lon) < 100.0):
-        sigma = np.deg2rad(state.separation[i] / 4)
-        peak = state.flux[i] / (2 * np.pi * (sigma * RSUN_CM) ** 2)
-        for lat, lon, sign in _footpoints(state, i):
-            br += sign * peak * np.exp(-0.5 * (disk.distance(lat, lon) / sigma) ** 2)
-    return br * disk.on
+    br[disk.on] = peak @ np.exp(-0.5 * d2 / (sigma**2)[:, None])
+    return br
