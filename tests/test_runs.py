@@ -13,7 +13,7 @@ from sdofm import SdofmError
 from sdofm.benchmarks import TASKS
 from sdofm.benchmarks import runner as rn
 from sdofm.benchmarks.arm_groups import ArmGroup, read_group, write_group
-from sdofm.config import validate_block
+from sdofm.config import pretrain_runs, validate_block
 from tests.conftest import ROOT, run_tiny_task
 
 TASKS_RUN = sorted(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["benchmarks"])
@@ -265,3 +265,23 @@ def test_the_slurm_profile_submits_the_sweep_points_as_independent_jobs(tmp_path
     assert runs == ["mask_ratio~0.5", "mask_ratio~0.75", "mask_ratio~0.9"]
     for job in jobs:  # each needs only the data set: nothing orders them, a cluster runs all
         assert re.search(r"^\s+input: results/data/dataset.zarr$", job, re.M), job
+
+
+def test_a_sweep_over_patch_size_builds_each_points_network(tiny_config):
+    """patch_size is a pretrain key a sweep may vary: each point's network has its patches; a
+    size that does not divide the images is refused with the config, before any job."""
+    from sdofm.models import backbone_kwargs, build_backbone
+    from sdofm.sweep import sweep_runs
+
+    config = copy.deepcopy(tiny_config)
+    size = config["data"]["image_size"]
+    config["sweep"] = {"grid": {"patch_size": [size // 8, size // 4]}}
+    runs = sweep_runs(config, pretrain_runs(config["pretrain"]), ["p0", "p1"])
+    nets = [
+        build_backbone(r["backbone"], **backbone_kwargs(r, img_size=size, in_chans=2))
+        for r in runs.values()
+    ]
+    assert [n.patch_size for n in nets] == [size // 8, size // 4]
+    config["sweep"] = {"grid": {"patch_size": [size // 8, size - 1]}}
+    with pytest.raises(SdofmError, match=f"does not divide data.image_size {size}"):
+        sweep_runs(config, pretrain_runs(config["pretrain"]), ["p0", "p1"])

@@ -57,7 +57,7 @@ def sweep_runs(
 ) -> dict[str, Any]:
     """The named run of each point (``names``: the Paramspace's instance patterns, in row
     order): the base run's settings with the point's, validated as a pretrain block."""
-    from sdofm.config import validate_block
+    from sdofm.config import check_patch_size, validate_block
 
     block = config["sweep"]
     base = block.get("run") or next(iter(runs))
@@ -74,6 +74,7 @@ def sweep_runs(
         settings = {k: v.item() if hasattr(v, "item") else v for k, v in point.items()}
         try:
             out[name] = validate_block(dict(runs[base]) | settings, "pretrain")
+            check_patch_size(out[name], config.get("data", {}).get("image_size"), "patch_size")
         except SdofmError as err:
             msg = f"sweep point {name}: {err}"
             raise SdofmError(msg) from None
