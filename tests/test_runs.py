@@ -2,6 +2,7 @@
 scored together; sweeps chosen on validation only."""
 
 import copy
+import json
 import re
 
 import numpy as np
@@ -133,50 +134,59 @@ def _jobs(output: str) -> set[tuple[str, str]]:
 
 
 @pytest.mark.workflow
-def test_two_named_runs_in_one_workflow(finished_run, tmp_path):
-    """The tiny run, then a second named run beside it: only that run's jobs, the scoring and
-    the reports run; every report names both runs; changing the second run's setting reruns
-    only its jobs (dry run), never the first run's nor the baselines."""
+def test_the_compare_preset_on_the_tiny_run(finished_run, tmp_path):
+    """config/compare.yaml over the tiny run: the MAE run is the tiny run's (reused); the
+    temporal MAE and the VAE are pretrained, embedded and benchmarked beside it, the baselines
+    never retrained; every report and the summary name every run (the temporal MAE as not
+    applicable to single-image tasks); changing the VAE's setting reruns only its jobs (dry run).
+    """
     import shutil
 
     from tests.conftest import TINY, snakemake
 
     work = tmp_path / "work"
     shutil.copytree(finished_run, work, symlinks=True)
-    first = yaml.safe_load(TINY.read_text()).get("pretrain", {}).get("backbone", "mae_tiny")
+    preset = yaml.safe_load((ROOT / "config" / "compare.yaml").read_text())["pretrain"]["runs"]
+    first, temporal, vae = preset
+    assert yaml.safe_load(TINY.read_text()).get("pretrain", {}).get("backbone", first) == first
 
-    def config(mask_ratio: float):
+    def config(beta: float):
         text = yaml.safe_load(TINY.read_text())
-        text["pretrain"]["runs"] = {first: {}, "half": {"mask_ratio": mask_ratio}}
-        path = tmp_path / f"runs{mask_ratio}.yaml"
-        path.write_text(yaml.safe_dump(text, sort_keys=False))  # the first run stays first
+        text["pretrain"]["runs"] = copy.deepcopy(preset)
+        text["pretrain"]["runs"][vae]["beta"] = beta
+        path = tmp_path / f"compare{beta}.yaml"
+        path.write_text(yaml.safe_dump(text, sort_keys=False))  # the runs in the preset's order
         return path
 
-    run = snakemake(work, "all", configfile=config(0.5))
+    run = snakemake(work, "all", configfile=config(preset[vae].get("beta", 1.0)))
     assert run.returncode == 0, run.stderr[-3000:]
-    ran = {p.stem for p in (work / "results" / "benchmarks" / "train_baselines").rglob("*.tsv")}
-    assert (work / "results" / "pretrain" / "half" / "model.ckpt").exists()
+    for name in (temporal, vae):
+        assert (work / "results" / "pretrain" / name / "model.ckpt").exists()
     for task in TASKS_RUN:
         html = (work / "results" / task / "report.html").read_text()
-        assert ">half<" in html and f">{first}<" in html, task  # the arms table's run column
+        assert f">{vae}<" in html and f">{first}<" in html, task  # the arms table's run column
         assert "Traceback" not in html, task
         assert (work / "results" / task / "arms" / "baselines.nc").stat().st_mtime == (
             finished_run / "results" / task / "arms" / "baselines.nc"
         ).stat().st_mtime, f"{task}: the baselines were retrained for a new run"
+        single = TASKS[task].single_frame
+        metrics = json.loads((work / "results" / task / "metrics.json").read_text())
+        assert (temporal in metrics["extra"].get("not_applicable", {})) == single, task
+        assert set(metrics["runs"]) == {first, vae} | ({temporal} if not single else set())
     summary = (work / "results" / "summary" / "report.html").read_text()
-    assert "Runs × tasks" in summary and ">half<" in summary and f">{first}<" in summary
-    assert ran  # the first run trained them once
+    assert "Runs × tasks" in summary and "n/a" in summary
+    assert all(f">{name}<" in summary for name in preset)
 
-    dry = snakemake(work, "-n", "all", configfile=config(0.6))
+    dry = snakemake(work, "-n", "all", configfile=config(0.5))
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = _jobs(dry.stdout + dry.stderr)
     rules = {rule for rule, _ in jobs}
     assert {"pretrain_backbone", "train_arms", "run_benchmark", "render_summary"} <= rules
     assert "train_baselines" not in rules and "build_dataset" not in rules
     for rule, wildcards in jobs:
-        assert f"run={first}" not in wildcards, (rule, wildcards)
+        assert f"run={first}" not in wildcards and f"run={temporal}" not in wildcards, rule
         if rule in ("pretrain_backbone", "embed_month", "embed_times", "train_arms"):
-            assert "run=half" in wildcards, (rule, wildcards)
+            assert f"run={vae}" in wildcards, (rule, wildcards)
 
 
 def _planted(tmp_path, points, validation, test, *, higher_is_better=False):
