@@ -40,10 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
 
 from sdofm.models import BACKBONES, build_backbone
+from sdofm.models.flops import flop_counter_mode, make_input
 
 SDOFM_S_PER_SAMPLE = 2.68  # SDO-FM's reported embedding cost per sample
 MODES = ("eager", "compile", "bf16", "compile-bf16")
@@ -76,24 +75,6 @@ def plan_for(preset: str, size: int, device: str, args: argparse.Namespace) -> P
             setattr(plan, field, getattr(args, field))
     plan.warmup = max(plan.warmup, 1)  # the first step (compilation, FLOP count) is never timed
     return plan
-
-
-def _cpu_flash_fwd(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_flop_count(query, key, value)
-
-
-def _cpu_flash_bwd(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-
-def flop_counter_mode() -> FlopCounterMode:
-    """``FlopCounterMode`` that also counts the CPU flash-attention kernels."""
-    aten = torch.ops.aten
-    custom = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        custom[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_fwd
-        custom[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_flash_bwd
-    return FlopCounterMode(display=False, custom_mapping=custom)
 
 
 def _sync(device: torch.device) -> None:
@@ -131,14 +112,6 @@ def flops_estimate(net: torch.nn.Module, batch: int) -> float | None:
     enc, dec = n_params(net)
     embed = net.patch_embed.weight.numel() + net.patch_embed.bias.numel()
     return 6.0 * batch * ((enc - embed) * (keep + 1) + embed * n + dec * n)
-
-
-def make_input(net: torch.nn.Module, batch: int, device: torch.device) -> torch.Tensor:
-    """Synthetic normalised samples: (B, C, H, W), or (B, C, T, H, W) for a temporal MAE."""
-    shape = (batch, net.in_chans, net.img_size, net.img_size)
-    if hasattr(net, "frames"):
-        shape = (batch, net.in_chans, net.frames, net.img_size, net.img_size)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(device)
 
 
 class Trainer:

@@ -57,6 +57,7 @@ def test_defaults_are_filled_in():
     [
         (lambda c: c["pretrain"].update(max_epochs=0), "pretrain.max_epochs"),
         (lambda c: c["pretrain"].update(mask_ratio=1.5), "pretrain.mask_ratio"),
+        (lambda c: c["pretrain"].update(patch_size=6), "pretrain.runs.mae_tiny.patch_size"),
         (lambda c: c["data"].update(aia_channels=["95A"]), "data.aia_channels.0"),
         (lambda c: c["data"].update(start="last tuesday"), "data.start"),
         (lambda c: c["data"].update(end="2010-06-01"), "data.end"),

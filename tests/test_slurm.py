@@ -133,7 +133,7 @@ class _Events:
             subprocess.run(
                 ["scontrol", "update", f"jobid={self.pretrain}", "timelimit=10"], check=True
             )
-        if self.cancelled is None and (job := _running("run_benchmark", self.run_id)):
+        if self.cancelled is None and (job := _running("train_arms", self.run_id)):
             time.sleep(2)  # let it start
             subprocess.run(["scancel", job], check=True)
             self.cancelled = job
@@ -221,7 +221,9 @@ def test_gpu_rules_request_gpus(slurm_run):
     for rule, expect_gpu in [
         ("pretrain_backbone", True),
         ("embed_month", True),
-        ("run_benchmark", True),
+        ("train_arms", True),
+        ("train_baselines", True),
+        ("run_benchmark", False),  # the scoring of the saved arms: no GPU
         ("embed_times", False),
         ("build_dataset", False),
     ]:
@@ -230,7 +232,7 @@ def test_gpu_rules_request_gpus(slurm_run):
 
 def test_job_killed_by_slurm_is_retried(slurm_run):
     assert slurm_run["cancelled"], "the benchmark job was never seen running"
-    ids = _job_ids(slurm_run["log"])["run_benchmark"]
+    ids = _job_ids(slurm_run["log"])["train_arms"]
     assert ids[0] == slurm_run["cancelled"] and len(ids) == 2, ids
     done = Path("/var/log/slurm/jobcomp.log").read_text()
     assert re.search(rf"JobId={ids[0]} .*JobState=CANCELLED", done)

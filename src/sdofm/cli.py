@@ -33,6 +33,7 @@ SECTIONS = {
     "merge": ["data", "splits"],
     "pretrain": ["pretrain"],
     "embed": ["embed"],
+    "sweep": ["sweep"],
 }
 
 
@@ -42,7 +43,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.config:
         config = load_config(args.config)
-        if args.command == "benchmark":
+        if args.command in ("benchmark", "score"):
             if args.task not in config.get("benchmarks", {}):
                 msg = f"config {args.config} has no benchmarks.{args.task} block"
                 raise SdofmError(msg)
@@ -284,28 +285,77 @@ def _map(args, params):
 
 
 def _benchmark(args, params):
+    """All arms of a task and their scores (no --group); or one group of its arms, saved."""
+    import numpy as np
+
+    from sdofm.benchmarks import runner as rn
     from sdofm.benchmarks import task_class
-    from sdofm.benchmarks.runner import TaskInputs, run_task
+    from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup, write_group
     from sdofm.config import validate_block
 
-    task = task_class(args.task)
+    task_cls = task_class(args.task)
     params = dict(params)
     protocol = validate_block(params.pop("protocol", {}), "protocol")
     params = validate_block(params, "benchmarks", args.task) | {"protocol": protocol}
-    inputs = TaskInputs(
+    backbone = args.command == "benchmark" and args.group != BASELINES
+    if backbone and not (args.embeddings and args.checkpoint):
+        msg = f"give --embeddings and --checkpoint (only --group {BASELINES} needs no backbone)"
+        raise SdofmError(msg)
+    inputs = rn.TaskInputs(
         Path(args.dataset),
-        Path(args.embeddings),
-        Path(args.checkpoint),
+        Path(args.embeddings) if backbone else None,
+        Path(args.checkpoint) if backbone else None,
         Path(args.events) if args.events else None,
         Path(args.truth) if args.truth else None,
     )
-    result = run_task(task, inputs, args.out, params)
+    if args.group is None:
+        result = rn.run_task(task_cls, inputs, args.out, params)
+    elif args.command == "score":
+        from sdofm.benchmarks.arm_groups import read_group
+
+        task, samples = rn.prepare(task_cls, inputs, params)
+        task.arms(samples)  # built, never trained: the state the task's extra() and figures() read
+        groups = [read_group(path) for path in args.group]
+        result = rn.score_groups(task, samples, groups, args.out)
+    else:
+        try:
+            task, samples = rn.prepare(task_cls, inputs, params)
+        except rn.NotApplicable as err:  # scored without this run, the reason in metrics.json
+            empty = np.array([], str)
+            write_group(
+                ArmGroup(args.group, empty, empty, {}, {}, meta={"not_applicable": str(err)}),
+                args.out,
+            )
+            return {"group": args.group, "not_applicable": str(err)}
+        if backbone:
+            group = rn.fm_group(task, samples, args.group)
+        else:
+            group = rn.baseline_group(task, samples)
+        write_group(group, args.out)
+        return {"group": group.name, "arms": sorted(group.arms)}
     metric = result["headline"]["metric"]
     return {
         "headline": result["headline"]["label"],
         **{arm: v["metrics"][metric]["value"] for arm, v in result["arms"].items()},
         "verdicts": result["verdicts"],
     }
+
+
+def _sweep(args, params):
+    from snakemake.utils import Paramspace
+
+    from sdofm.io import atomic_output
+    from sdofm.sweep import PROBE, sweep_points, sweep_table
+
+    points = sweep_points(params)
+    runs = [r for r in args.runs.split(",") if r]
+    if runs != list(Paramspace(points, filename_params="*").instance_patterns):
+        msg = f"--runs {args.runs!r} are not the runs of the sweep's points"
+        raise SdofmError(msg)
+    table = sweep_table(points, runs, params.get("select", PROBE), Path(args.results))
+    with atomic_output(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    return {"chosen": table.loc[table["chosen"], "run"].item()}
 
 
 def _report(args, params):
@@ -477,15 +527,34 @@ def _parser() -> argparse.ArgumentParser:
         inputs=("dataset", "embeddings", "checkpoint", "events", "truth"),
     )
     p.add_argument("task", choices=task_names(), help="the validation task")
-    for name, help_ in (
-        ("--dataset", "the ML-ready store (.zarr)"),
-        ("--embeddings", "embeddings written by `sdofm embed`"),
-        ("--checkpoint", "the pretrained backbone (.ckpt)"),
-        ("--out", "folder for metrics.json, predictions.csv and samples.nc"),
-    ):
-        p.add_argument(name, required=True, help=help_)
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--embeddings", help="embeddings written by `sdofm embed`")
+    p.add_argument("--checkpoint", help="the pretrained backbone (.ckpt)")
+    p.add_argument(
+        "--group",
+        help="train only this group of arms and save it to --out (.nc): 'baselines' (the task's "
+        "own arms, no backbone) or a run's name (its FM head and random-init control)",
+    )
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv ...")
     p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
     p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
+    p = add(
+        "score",
+        "score a task's saved arm groups together (paired block bootstrap): metrics.json ...",
+        _benchmark,
+        inputs=("dataset", "events", "truth", "group"),
+    )
+    p.add_argument("task", choices=task_names(), help="the validation task")
+    p.add_argument("group", nargs="+", help="arm groups written by `sdofm benchmark --group`")
+    p.add_argument("--dataset", required=True, help="the ML-ready store (.zarr)")
+    p.add_argument("--out", required=True, help="folder for metrics.json, predictions.csv ...")
+    p.add_argument("--events", help="folder written by `sdofm events` (flares.csv, f107.csv)")
+    p.add_argument("--truth", help="the synthetic Sun's ground_truth folder, for planted checks")
+    p.set_defaults(embeddings=None, checkpoint=None)
+    p = add("sweep", "the sweep's points, scores and choice (validation only)", _sweep)
+    p.add_argument("--runs", required=True, help="the points' run names (comma-separated)")
+    p.add_argument("--results", required=True, help="the results folder")
+    p.add_argument("--out", required=True, help="the sweep table (CSV)")
     p = add(
         "report",
         "execute a report notebook with papermill and convert it to HTML",

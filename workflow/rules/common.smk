@@ -1,12 +1,16 @@
 import json
+import re
 import shlex
 import sys
 
+from snakemake.utils import Paramspace
+
 from sdofm import SdofmError
-from sdofm.config import check_task, runnable_tasks, validate_config
+from sdofm.config import check_task, pretrain_runs, runnable_tasks, validate_config
 from sdofm.dataset.build import partitions
 from sdofm.sources.eventsources import event_inputs, resolve_event_sources
 from sdofm.sources.fitsfolder import fits_inputs, resolve_fits_sources
+from sdofm.sweep import PROBE, sweep_points, sweep_runs
 from sdofm.training.layout import launcher
 
 try:
@@ -17,7 +21,18 @@ except SdofmError as err:
 RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCHMARKS = f"{RESULTS}/benchmarks"
-BACKBONE = config["pretrain"]["backbone"]
+# The named runs (pretrain.runs; one named after the backbone when unset), each pretrained,
+# embedded and benchmarked under its name. The first run's FM head keeps the arm name fm_head.
+RUNS = pretrain_runs(config["pretrain"])
+RUN = next(iter(RUNS))
+# A sweep (config `sweep`): one named run per point of its Paramspace, chosen on validation.
+SWEEP = None
+if config.get("sweep"):
+    try:
+        SWEEP = Paramspace(sweep_points(config["sweep"]), filename_params="*")
+        RUNS |= sweep_runs(config, RUNS, list(SWEEP.instance_patterns))
+    except SdofmError as err:
+        sys.exit(f"Invalid configuration: {err}")
 SYNTHETIC = config["sources"]["sdoml"] == "synthetic"
 TASKS = runnable_tasks(config)  # truth_probe: on the synthetic Sun only
 CONFIG_FILES = [
@@ -56,6 +71,7 @@ os.environ.update(
 
 wildcard_constraints:
     task="|".join(TASKS),
+    run="|".join(map(re.escape, RUNS)),
     period=r"\d{4}-\d{2}",
     kind="flares|f107",
 
@@ -114,6 +130,26 @@ def benchmark_params(wildcards):
     """A task's block and the shared protocol, as `sdofm benchmark --params` takes them."""
     block = config["benchmarks"][wildcards.task] | {"protocol": config["protocol"]}
     return shlex.quote(json.dumps(block, sort_keys=True))
+
+
+def run_settings(wildcards):
+    """A named run's complete pretrain block, as `sdofm pretrain --params` takes it."""
+    return shlex.quote(json.dumps(RUNS[wildcards.run], sort_keys=True))
+
+
+def arm_groups(wildcards):
+    """A task's saved arm groups, scored together: each run's (the first first), the baselines'."""
+    return [
+        f"{RESULTS}/{wildcards.task}/arms/{group}.nc" for group in [*RUNS, "baselines"]
+    ]
+
+
+def sweep_inputs(wildcards):
+    """What the sweep's choice reads: the task's metrics.json, or each point's pretraining."""
+    select = config["sweep"].get("select", PROBE)
+    if select != PROBE:
+        return [f"{RESULTS}/{select}/metrics.json"]
+    return [f"{RESULTS}/pretrain/{run}/model.ckpt" for run in SWEEP.instance_patterns]
 
 
 def training_launcher(wildcards, resources, threads):

@@ -1,13 +1,13 @@
 rule embed_month:
     input:
         dataset=f"{RESULTS}/data/dataset.zarr",
-        checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
+        checkpoint=f"{RESULTS}/pretrain/{{run}}/model.ckpt",
     output:
-        temp(directory(f"{RESULTS}/embeddings/months/{BACKBONE}/{{period}}.zarr")),
+        temp(directory(f"{RESULTS}/embeddings/months/{{run}}/{{period}}.zarr")),
     log:
-        f"{LOGS}/embed_month/{BACKBONE}/{{period}}.log",
+        f"{LOGS}/embed_month/{{run}}/{{period}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed_month/{BACKBONE}/{{period}}.tsv"
+        f"{BENCHMARKS}/embed_month/{{run}}/{{period}}.tsv"
     conda:
         ENV
     # one: a second thread does not speed a month up on CPU, and two months run side by side
@@ -28,14 +28,16 @@ rule embed_times:
     input:
         dataset=f"{RESULTS}/data/dataset.zarr",
         parts=expand(
-            f"{RESULTS}/embeddings/months/{BACKBONE}/{{period}}.zarr", period=PERIODS
+            f"{RESULTS}/embeddings/months/{{run}}/{{period}}.zarr",
+            period=PERIODS,
+            allow_missing=True,
         ),
     output:
-        directory(f"{RESULTS}/embeddings/{BACKBONE}.zarr"),
+        directory(f"{RESULTS}/embeddings/{{run}}.zarr"),
     log:
-        f"{LOGS}/embed_times/{BACKBONE}.log",
+        f"{LOGS}/embed_times/{{run}}.log",
     benchmark:
-        f"{BENCHMARKS}/embed_times/{BACKBONE}.tsv"
+        f"{BENCHMARKS}/embed_times/{{run}}.tsv"
     conda:
         ENV
     resources:
@@ -50,19 +52,19 @@ rule embed_times:
 
 rule map_embeddings:
     input:
-        embeddings=f"{RESULTS}/embeddings/{BACKBONE}.zarr",
+        embeddings=f"{RESULTS}/embeddings/{{run}}.zarr",
         dataset=f"{RESULTS}/data/dataset.zarr",
     output:
         png=report(
-            f"{RESULTS}/embeddings/{BACKBONE}.map.png",
+            f"{RESULTS}/embeddings/{{run}}.map.png",
             caption="../report/embedding_map.rst",
             category="Pretraining",
         ),
-        csv=f"{RESULTS}/embeddings/{BACKBONE}.map.csv",
+        csv=f"{RESULTS}/embeddings/{{run}}.map.csv",
     log:
-        f"{LOGS}/map_embeddings/{BACKBONE}.log",
+        f"{LOGS}/map_embeddings/{{run}}.log",
     benchmark:
-        f"{BENCHMARKS}/map_embeddings/{BACKBONE}.tsv"
+        f"{BENCHMARKS}/map_embeddings/{{run}}.tsv"
     conda:
         ENV
     resources:

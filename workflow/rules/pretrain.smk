@@ -2,22 +2,22 @@ rule pretrain_backbone:
     input:
         f"{RESULTS}/data/dataset.zarr",
     output:
-        checkpoint=f"{RESULTS}/pretrain/{BACKBONE}/model.ckpt",
-        kept=directory(f"{RESULTS}/pretrain/{BACKBONE}/kept_checkpoints"),
+        checkpoint=f"{RESULTS}/pretrain/{{run}}/model.ckpt",
+        kept=directory(f"{RESULTS}/pretrain/{{run}}/kept_checkpoints"),
         loss_curve=report(
-            f"{RESULTS}/pretrain/{BACKBONE}/loss_curve.png",
+            f"{RESULTS}/pretrain/{{run}}/loss_curve.png",
             caption="../report/loss_curve.rst",
             category="Pretraining",
         ),
         reconstructions=report(
-            f"{RESULTS}/pretrain/{BACKBONE}/reconstructions.png",
+            f"{RESULTS}/pretrain/{{run}}/reconstructions.png",
             caption="../report/reconstructions.rst",
             category="Pretraining",
         ),
     log:
-        f"{LOGS}/pretrain_backbone/{BACKBONE}.log",
+        f"{LOGS}/pretrain_backbone/{{run}}.log",
     benchmark:
-        f"{BENCHMARKS}/pretrain_backbone/{BACKBONE}.tsv"
+        f"{BENCHMARKS}/pretrain_backbone/{{run}}.tsv"
     conda:
         ENV
     threads: 2
@@ -26,7 +26,7 @@ rule pretrain_backbone:
         runtime=runtime_for(720),
         gpu=1,
     params:
-        settings=as_arg("pretrain"),
+        settings=run_settings,
         # Nothing for one process; `srun` with one task per GPU when the slurm profile gives
         # the job nodes and tasks_per_node (Lightning turns the tasks into DDP ranks).
         launcher=training_launcher,

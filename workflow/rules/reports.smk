@@ -33,8 +33,9 @@ rule render_summary:
         notebook=os.path.join(NOTEBOOKS, "summary.ipynb"),
         metrics=expand(f"{RESULTS}/{{task}}/metrics.json", task=TASKS),
         reports=all_reports(),
-        pretraining=rules.pretrain_backbone.output,
-        embedding_map=rules.map_embeddings.output.png,
+        pretraining=expand(rules.pretrain_backbone.output, run=RUNS),
+        embedding_map=expand(rules.map_embeddings.output.png, run=RUN),
+        sweep=rules.select_sweep.output if SWEEP else [],
     output:
         executed=f"{RESULTS}/summary/report.ipynb",
         html=report(
@@ -53,10 +54,11 @@ rule render_summary:
         runtime=runtime_for(30),
     params:
         results=subpath(output.executed, ancestor=2),
-        backbone=BACKBONE,
+        backbone=RUN,
+        runs=",".join(RUNS),
         tasks=",".join(TASKS),
     shell:
         "sdofm report --notebook {input.notebook:q} --executed {output.executed:q}"
         " --html {output.html:q} -p results_dir={params.results:q}"
-        " -p backbone={params.backbone:q}"
-        " -p tasks={params.tasks:q} > {log:q} 2>&1"
+        " -p backbone={params.backbone:q} -p runs={params.runs:q}"
+        " -p tasks={params.tasks:q} -p sweep_table={input.sweep:q} > {log:q} 2>&1"

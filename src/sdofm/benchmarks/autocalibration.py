@@ -74,6 +74,7 @@ class Dimmed(nn.Module):
 
 class Autocalibration(Task):
     name = "autocalibration"
+    single_frame = True  # a temporal backbone's runs are not applicable
     title = "Auto-calibration: AIA dimming factors from the images"
     description = (
         "Per-channel dimming factors α, uniform in [alpha_min, 1], from artificially dimmed AIA "

@@ -25,8 +25,8 @@ class TaskInputs:
     where the oracle arms are left out)."""
 
     dataset: Path
-    embeddings: Path
-    checkpoint: Path
+    embeddings: Path | None  # None with checkpoint None: the baselines only (no backbone)
+    checkpoint: Path | None
     events: Path | None = None
     truth: Path | None = None
 
@@ -84,7 +84,16 @@ class Context:
         self.raw_params = params
         self.params = {k: v for k, v in params.items() if k != "protocol"}
         self.protocol = Protocol.from_config(params.get("protocol", {}))
-        self.ds, emb = open_dataset(inputs.dataset), open_embeddings(inputs.embeddings)
+        self.ds = open_dataset(inputs.dataset)
+        self.device = _device(self.protocol.accelerator)
+        if inputs.checkpoint is None:  # the baselines' and the scoring step's: no backbone
+            self.hp, self.pretraining_intervals, self.embeddings_sha = {}, None, None
+            # no features: every time step counts as embedded (the scoring step checks that
+            # each run's arms predict the same samples)
+            self.pretrained = Backbone("none", None, {}, self, np.zeros((self.ds.sizes["time"], 0)))
+            self.random_init = None
+            return
+        emb = open_embeddings(inputs.embeddings)
         if not np.array_equal(emb.time.values, self.ds.time.values):
             msg = f"embeddings {inputs.embeddings} do not cover the time steps of {inputs.dataset}"
             raise SdofmError(msg + ": re-run `sdofm embed`")
@@ -102,7 +111,6 @@ class Context:
             raise SdofmError(msg)
         self.hp = hp
         self.pretraining_intervals = hp.get("pretrain_intervals")
-        self.device = _device(self.protocol.accelerator)
         self.pretrained = Backbone("pretrained", net, hp, self, emb.embedding.values)
         self.random_init = Backbone(
             "random-init", random_backbone(hp, seed=self.protocol.seeds[0]), hp, self

@@ -48,6 +48,7 @@ def flaring_times(times: np.ndarray, flares: pd.DataFrame, min_class: str) -> np
 
 class MissingChannel(Task):
     name = "missing_channel"
+    single_frame = True  # a temporal backbone's runs are not applicable
     title = "Missing channel: one AIA channel reconstructed from the others"
     description = (
         "The withheld AIA channel's image from the other AIA channels of the same time step; "

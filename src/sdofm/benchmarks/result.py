@@ -20,7 +20,7 @@ import numpy as np
 
 from sdofm import SdofmError
 from sdofm.config import config_hash
-from sdofm.io import atomic_output, file_sha256
+from sdofm.io import atomic_output
 
 __all__ = ["SCHEMA_PATH", "Result", "provenance", "read_result", "validate_result", "write_json"]
 
@@ -44,6 +44,7 @@ class Result:
     provenance: dict[str, Any]
     published_anchor: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (NaN and inf become null), validated against the schema."""
@@ -109,14 +110,14 @@ def _git_commit() -> str:
 
 
 def provenance(
-    params: dict[str, Any], *, checkpoint: str | Path | None, embeddings_sha: str | None
+    params: dict[str, Any], *, checkpoint_sha: str | None, embeddings_sha: str | None
 ) -> dict[str, Any]:
     """Where a result came from: config and checkpoint hashes, package versions, git commit."""
     packages = ["sdofm", "torch", "lightning", "numpy", "scikit-learn", "xarray", "zarr", "sunpy"]
     return {
         "config_hash": config_hash(params),
         "config": params,
-        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": checkpoint_sha,
         "embeddings_checkpoint_sha256": embeddings_sha,
         "git_commit": _git_commit(),
         "python": platform.python_version(),

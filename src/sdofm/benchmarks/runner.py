@@ -30,15 +30,32 @@ import xarray as xr
 from sdofm import SdofmError
 from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks import scoring
+from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup
 from sdofm.benchmarks.inputs import Backbone, Context, TaskInputs
 from sdofm.benchmarks.metrics import Metric, best_threshold
 from sdofm.benchmarks.result import write_json
-from sdofm.io import atomic_output
+from sdofm.io import atomic_output, file_sha256
 
-__all__ = ["Arm", "Samples", "Task", "TaskInputs", "arm_predictions", "run_task"]
+__all__ = [
+    "Arm",
+    "NotApplicable",
+    "Samples",
+    "Task",
+    "TaskInputs",
+    "arm_predictions",
+    "baseline_group",
+    "fm_group",
+    "prepare",
+    "run_task",
+    "score_groups",
+]
 
 KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class NotApplicable(SdofmError):
+    """The task cannot use this run's backbone (e.g. a temporal one for a single-image task)."""
 
 
 @dataclass
@@ -72,7 +89,7 @@ class Arm:
 
     kind: str
     description: str
-    train: Callable[[Fit], Predictor]
+    train: Callable[[Fit], Predictor] | None  # None: loaded from a saved arm group
     seeded: bool = True
     tuned: bool = True
 
@@ -107,6 +124,7 @@ class Task:
     threshold_metric: str | None = None  # yes/no metrics: threshold maximising it on val
     published_anchor: dict[str, Any] | None = None
     folds = 1
+    single_frame = False  # True: the FM arms need a backbone of single frames
     fractions: tuple[float, ...] = ()  # label-efficiency curve: % of the training labels
 
     def __init__(self, ctx: Context):
@@ -125,6 +143,12 @@ class Task:
         """Task-specific results for metrics.json's ``extra`` (none by default)."""
         return {}
 
+    def run_extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        """Results of one named run that need its backbone (e.g. probes at the checkpoints kept
+        during pretraining), computed in the run's arm job; ``preds``: its FM head and control.
+        metrics.json's ``extra`` holds the first run's, ``extra.run_extra`` every run's."""
+        return {}
+
     def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
         """Data for the report's figures, written to samples.nc (empty by default)."""
         return xr.Dataset()
@@ -135,34 +159,110 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, params: dict) -> dict:
-    """Run one task under the protocol; write its outputs to ``out_dir``; return metrics.json."""
+def prepare(task_cls: type[Task], inputs: TaskInputs, params: dict) -> tuple[Task, Samples]:
+    """Open the inputs, check the split's buffers and build the task's samples."""
     ctx = Context.open(inputs, params)
-    task, proto = task_cls(ctx), ctx.protocol
-    pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, proto.buffer_days)
+    if task_cls.single_frame and ctx.hp.get("frames", 1) > 1:
+        msg = f"{task_cls.name} takes single images; this backbone takes {ctx.hp['frames']} frames"
+        raise NotApplicable(msg)
+    task = task_cls(ctx)
+    pr.check_split_buffers(ctx.ds.time.values, ctx.ds.split.values, ctx.protocol.buffer_days)
     samples = task.samples()
     for s in ("train", "val", "test"):
         if len(samples.where(s)) < 2:
             msg = f"{task.name}: the {s} split has {len(samples.where(s))} usable {samples.unit}"
             raise SdofmError(msg)
+    return task, samples
+
+
+def fm_group(task: Task, samples: Samples, run: str) -> ArmGroup:
+    """The FM head and its random-init control on the backbone of named run ``run``."""
+    ctx = task.ctx
     test_times = samples.times[samples.where("test")]
-    pr.check_pretraining(test_times, ctx.pretraining_intervals, str(inputs.checkpoint))
+    pr.check_pretraining(test_times, ctx.pretraining_intervals, str(ctx.inputs.checkpoint))
     arms = {"fm_head": task.fm_arm(ctx.pretrained), "random_init": task.fm_arm(ctx.random_init)}
     arms["random_init"].kind = "control"
     arms["random_init"].description += " (control: the same network with untrained weights)"
-    arms |= task.arms(samples)
-    preds, chosen = {}, {}
-    for name, arm in arms.items():
+    meta = {
+        "checkpoint_sha256": file_sha256(ctx.inputs.checkpoint),
+        "embeddings_checkpoint_sha256": ctx.embeddings_sha,
+        "pretraining_intervals": ctx.pretraining_intervals,
+    }
+    group = _train_group(task, samples, run, arms, meta)
+    group.meta["extra"] = task.run_extra(samples, group.preds)
+    return group
+
+
+def baseline_group(task: Task, samples: Samples) -> ArmGroup:
+    """The task's own arms (paper, persistence, trivial, oracle): trained once for all runs."""
+    return _train_group(task, samples, BASELINES, task.arms(samples), {})
+
+
+def _train_group(task, samples, name, arms, meta) -> ArmGroup:
+    proto, device = task.ctx.protocol, task.ctx.device
+    preds, info = {}, {}
+    for arm_name, arm in arms.items():
         if arm.kind not in KINDS:
-            msg = f"{task.name}: arm {name} has kind {arm.kind!r}, not one of {KINDS}"
+            msg = f"{task.name}: arm {arm_name} has kind {arm.kind!r}, not one of {KINDS}"
             raise SdofmError(msg)
-        preds[name], chosen[name] = _train_arm(task, name, arm, samples, proto, ctx.device)
+        preds[arm_name], chosen = _train_arm(task, arm_name, arm, samples, proto, device)
+        info[arm_name] = {"kind": arm.kind, "description": arm.description, "chosen": chosen}
+    curves = {
+        float(p): {n: _train_arm(task, n, a, samples, proto, device, p)[0] for n, a in arms.items()}
+        for p in task.fractions
+        if p < 100
+    }
+    return ArmGroup(name, samples.times, samples.split, info, preds, curves, meta)
+
+
+def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: str | Path):
+    """Score every arm of ``groups`` (named runs first, the first run's arms unrenamed, then the
+    baselines) on the same test rows and resamples; write the task's outputs; return metrics.json.
+    """
+    proto = task.ctx.protocol
+    skipped = {g.name: g.meta["not_applicable"] for g in groups if "not_applicable" in g.meta}
+    groups = [g for g in groups if g.name not in skipped]
+    runs = [g for g in groups if g.name != BASELINES]
+    if not runs or len(runs) == len(groups):
+        msg = f"{task.name}: scoring needs the {BASELINES} group and at least one named run"
+        raise SdofmError(msg)
+    for g in groups:
+        g.check_samples(samples.times, samples.split, task.name)
+
+    def arm_name(group: ArmGroup, arm: str) -> str:
+        return arm if group.name == BASELINES or group is runs[0] else f"{arm}@{group.name}"
+
+    ordered = [*runs, *[g for g in groups if g.name == BASELINES]]
+    arms, preds, chosen = {}, {}, {}
+    for g in ordered:
+        for arm, info in g.arms.items():
+            name = arm_name(g, arm)
+            run = "" if g.name == BASELINES else f" [run {g.name}]"
+            arms[name] = Arm(info["kind"], info["description"] + run, train=None)
+            preds[name], chosen[name] = g.preds[arm], info["chosen"]
     log(f"{task.name}: scoring {len(arms)} arms, {proto.bootstrap} block-bootstrap resamples")
     scores = scoring.score(task, samples, preds, proto)
-    result = scoring.result(task, samples, arms, chosen, scores, ctx)
-    result.extra = task.extra(samples, preds)
+    result = scoring.result(task, samples, arms, chosen, scores, task.ctx, runs[0].meta)
+    result.runs = {
+        g.name: scoring.run_entry(
+            task, scores["groups"]["all"], proto.level, arm_name(g, "fm_head"), g.meta
+        )
+        | {
+            "control": arm_name(g, "random_init"),
+            # what a sweep chooses on: the FM head's headline on validation, mean over seeds
+            "validation": float(
+                np.nanmean([_on_validation(task, samples, p) for p in g.preds["fm_head"]])
+            ),
+        }
+        for g in runs
+    }
+    result.extra = task.extra(samples, preds) | runs[0].meta.get("extra", {})
+    if len(runs) > 1:
+        result.extra["run_extra"] = {g.name: g.meta.get("extra", {}) for g in runs}
+    if skipped:
+        result.extra["not_applicable"] = skipped
     if task.fractions:
-        result.extra["curves"] = _curves(task, samples, arms, proto, ctx.device)
+        result.extra["curves"] = _curves(task, samples, ordered, arm_name, proto)
         result.extra["curves"]["100"] = {
             "n_train": result.split["train"],
             "arms": {a: v["metrics"] for a, v in result.arms.items()},
@@ -177,6 +277,14 @@ def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, para
         scoring.predictions_table(samples, preds, scores["thresholds"]).to_csv(tmp, index=False)
     write_json(data, out_dir / "metrics.json")  # last: Snakemake's sign the task is done
     return data
+
+
+def run_task(task_cls: type[Task], inputs: TaskInputs, out_dir: str | Path, params: dict) -> dict:
+    """Run one task under the protocol in one process (the FM run's arms and the baselines, then
+    the scoring step); write its outputs to ``out_dir``; return metrics.json."""
+    task, samples = prepare(task_cls, inputs, params)
+    groups = [fm_group(task, samples, Path(inputs.checkpoint).parent.name or "fm")]
+    return score_groups(task, samples, [*groups, baseline_group(task, samples)], out_dir)
 
 
 def arm_predictions(task: Task, name: str, arm: Arm, samples: Samples) -> list[np.ndarray]:
@@ -222,15 +330,11 @@ def _train_arm(task, name, arm, samples, proto, device, percent: float = 100.0):
     return out, setting
 
 
-def _curves(task, samples, arms, proto, device) -> dict[str, Any]:
+def _curves(task, samples, groups, arm_name, proto) -> dict[str, Any]:
     """Every arm at each fraction of the training labels (`Task.fractions`), under the protocol."""
     curves = {}
-    for percent in task.fractions:
-        if percent >= 100:
-            continue
-        preds = {
-            n: _train_arm(task, n, a, samples, proto, device, percent)[0] for n, a in arms.items()
-        }
+    for percent in sorted(groups[0].curves):
+        preds = {arm_name(g, a): g.curves[percent][a] for g in groups for a in g.arms}
         group = scoring.score(task, samples, preds, proto)["groups"]["all"]
         est, diffs = scoring.estimates(task, group, proto.level)
         n = len(pr.label_subset(samples.where("train"), percent, 0, len(proto.seeds)))
@@ -238,18 +342,22 @@ def _curves(task, samples, arms, proto, device) -> dict[str, Any]:
     return curves
 
 
+def _on_validation(task, samples, pred) -> float:
+    """The headline metric of predictions ``pred`` on the validation rows (NaN if undefined)."""
+    metric = next(m for m in task.metrics if m.name == task.headline)
+    val = samples.where("val")
+    p = pred[val]
+    if metric.kind == "decision":
+        th = best_threshold(samples.y[val], p, _threshold_fn(task))
+        p = p >= th
+    v = metric.fn(samples.y[val], p)
+    return float(np.nanmean(v)) if metric.per_row else float(v)
+
+
 def _best_on_validation(task, samples, candidates) -> int:
     """Index of the candidate predictions with the best headline metric on validation rows."""
     metric = next(m for m in task.metrics if m.name == task.headline)
-    val = samples.where("val")
-    values = []
-    for pred in candidates:
-        p = pred[val]
-        if metric.kind == "decision":
-            th = best_threshold(samples.y[val], p, _threshold_fn(task))
-            p = p >= th
-        v = metric.fn(samples.y[val], p)
-        values.append(float(np.nanmean(v)) if metric.per_row else float(v))
+    values = [_on_validation(task, samples, pred) for pred in candidates]
     values = np.where(np.isfinite(values), values, -np.inf if metric.higher_is_better else np.inf)
     return int(np.argmax(values) if metric.higher_is_better else np.argmin(values))
 

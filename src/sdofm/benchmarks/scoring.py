@@ -17,7 +17,7 @@ from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks.metrics import best_threshold
 from sdofm.benchmarks.result import Result, provenance
 
-__all__ = ["estimates", "predictions_table", "result", "score", "verdict"]
+__all__ = ["estimates", "predictions_table", "result", "run_entry", "score", "verdict"]
 
 FM = "fm_head"
 
@@ -120,8 +120,9 @@ def verdict(lo: float | None, hi: float | None, higher_is_better: bool) -> str:
     return "not distinguishable"
 
 
-def estimates(task, group: dict[str, Any], level: float) -> tuple[dict, dict]:
-    """(arm -> metric -> estimate, arm -> metric -> FM − arm estimate with its verdict)."""
+def estimates(task, group: dict[str, Any], level: float, fm: str = FM) -> tuple[dict, dict]:
+    """(arm -> metric -> estimate, arm -> metric -> FM − arm estimate with its verdict), the
+    differences taken from the FM head ``fm`` (one named run's)."""
     names = [m.name for m in task.metrics]
     arms, diffs = {}, {}
     for arm, runs in group["per_seed"].items():
@@ -133,18 +134,32 @@ def estimates(task, group: dict[str, Any], level: float) -> tuple[dict, dict]:
             ci = _interval([d[arm][j] for d in group["draws"]], level)
             arms[arm][metric] = {"value": value, "ci": ci, "per_seed": per}
     for arm in arms:
-        if arm == FM:
+        if arm == fm:
             continue
         diffs[arm] = {}
         for j, m in enumerate(task.metrics):
-            a, b = arms[FM][m.name]["value"], arms[arm][m.name]["value"]
-            ci = _interval([d[FM][j] - d[arm][j] for d in group["draws"]], level)
+            a, b = arms[fm][m.name]["value"], arms[arm][m.name]["value"]
+            ci = _interval([d[fm][j] - d[arm][j] for d in group["draws"]], level)
             diffs[arm][m.name] = {
                 "value": None if a is None or b is None else a - b,
                 "ci": ci,
                 "verdict": verdict(*ci, m.higher_is_better),
             }
     return arms, diffs
+
+
+def run_entry(task, group: dict[str, Any], level: float, fm: str, meta: dict) -> dict[str, Any]:
+    """metrics.json's entry of one named run: its FM head's headline, interval and paired
+    differences against every other arm (other runs' included), and its backbone's hashes."""
+    arms, diffs = estimates(task, group, level, fm)
+    head = arms[fm][task.headline]
+    return {
+        "fm": fm,
+        "headline": {"value": head["value"], "ci": head["ci"]},
+        "differences": diffs,
+        "checkpoint_sha256": meta.get("checkpoint_sha256"),
+        "pretraining_intervals": meta.get("pretraining_intervals"),
+    }
 
 
 def predictions_table(samples, preds, thresholds) -> pd.DataFrame:
@@ -166,8 +181,9 @@ def predictions_table(samples, preds, thresholds) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def result(task, samples, arms, chosen, scores, ctx) -> Result:
-    """metrics.json's content, less the task's extra."""
+def result(task, samples, arms, chosen, scores, ctx, meta: dict) -> Result:
+    """metrics.json's content, less the task's extra and runs; ``meta``: the (first) named run's
+    backbone (checkpoint and embeddings hashes, pretraining intervals)."""
     proto = ctx.protocol
     head = next(m for m in task.metrics if m.name == task.headline)
     arm_est, diffs = estimates(task, scores["groups"]["all"], proto.level)
@@ -219,7 +235,7 @@ def result(task, samples, arms, chosen, scores, ctx) -> Result:
             "grid": proto.grid,
             "device": str(ctx.device),
             "folds": task.folds,
-            "pretraining_intervals": ctx.pretraining_intervals,
+            "pretraining_intervals": meta.get("pretraining_intervals"),
             "iid_ci_width_ratio": scores["iid_ratio"],
         },
         arms=entries,
@@ -228,7 +244,7 @@ def result(task, samples, arms, chosen, scores, ctx) -> Result:
         published_anchor=task.published_anchor,
         provenance=provenance(
             ctx.raw_params,
-            checkpoint=ctx.inputs.checkpoint,
-            embeddings_sha=ctx.embeddings_sha,
+            checkpoint_sha=meta.get("checkpoint_sha256"),
+            embeddings_sha=meta.get("embeddings_checkpoint_sha256"),
         ),
     )

@@ -12,8 +12,9 @@ Arms (the runner adds the random-init control and the label-efficiency curve, `f
 - ``cnn_supervised``: a small CNN trained from scratch on the normalised images;
 - ``climatology``: the training mean (R² ≈ 0). No oracle: the targets are the truth itself.
 Metrics: R² per continuous target, their mean (headline), and the δ flag's ROC AUC.
-``extra``: the definitions, the probe at every checkpoint kept during pretraining (headline
-with its interval against the step; `sdofm.training.kept` refuses files from another run), and
+``extra``: the definitions; and per named run (`run_extra`, in the run's arm job, where its
+backbone is loaded) the probe at every checkpoint kept during pretraining (headline with its
+interval against the step; `sdofm.training.kept` refuses files from another run), and
 flare location (lat/lon of a front-side flare in progress at the frame), a separate subset
 scored by the mean great-circle error of ridge probes when every split has enough such rows.
 """
@@ -91,13 +92,10 @@ class TruthProbe(Task):
         return tuple(self.params["fractions_percent"])
 
     def samples(self) -> Samples:
-        from sdofm.training.kept import kept_checkpoints
-
         path = self.ctx.inputs.truth_file("regions.csv")
         if path is None:
             msg = "truth_probe needs the synthetic Sun's ground truth (--truth): none on real data"
             raise SdofmError(msg)
-        self.final_step, self.kept = kept_checkpoints(self.ctx.inputs.checkpoint)  # check first
         ds, p = self.ctx.ds, self.params
         regions = pd.read_csv(path, parse_dates=["emergence"])
         y = planted_targets(
@@ -111,7 +109,16 @@ class TruthProbe(Task):
         split = np.where(ok, ds.split.values.astype(str), "none")
         return Samples(ds.time.values, split, y, outputs=TARGETS)
 
+    @cached_property
+    def checkpoints(self) -> tuple[int, list[tuple[int, Any]]]:
+        """(the final step, [(step, path)] of the checkpoints kept during pretraining)."""
+        from sdofm.training.kept import kept_checkpoints
+
+        return kept_checkpoints(self.ctx.inputs.checkpoint)
+
     def fm_arm(self, backbone: Backbone) -> Arm:
+        if backbone is self.ctx.pretrained:  # refuse another run's kept files before training
+            log(f"{self.name}: {len(self.checkpoints[1])} checkpoints kept during pretraining")
         train = ridge_arm(backbone.embeddings)
         desc = f"ridge probe on the {backbone.name} embedding (penalty chosen on validation)"
         return Arm("fm", desc, train, seeded=False)
@@ -156,6 +163,10 @@ class TruthProbe(Task):
             "delta_rate": {
                 s: float(np.mean(samples.y[samples.where(s), 4])) for s in ("train", "val", "test")
             },
+        }
+
+    def run_extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+        return {
             "pretraining_steps": self._steps(samples, preds),
             "flare_location": self._flare_location(samples),
         }
@@ -164,8 +175,9 @@ class TruthProbe(Task):
         """The probe's headline at every kept checkpoint and at the end (the FM head)."""
         from sdofm.models.checkpoint import load_backbone
 
-        runs = {f"step{self.final_step}": preds["fm_head"]}
-        for step, path in self.kept:
+        final_step, kept = self.checkpoints
+        runs = {f"step{final_step}": preds["fm_head"]}
+        for step, path in kept:
             net, hp = load_backbone(path)
             if hp["net_kwargs"] != self.ctx.hp["net_kwargs"]:
                 msg = f"{path}: another architecture than {self.ctx.inputs.checkpoint}"
@@ -174,16 +186,16 @@ class TruthProbe(Task):
             bb = Backbone(f"step {step}", net, hp, self.ctx)
             runs[f"step{step}"] = arm_predictions(self, f"step{step}", self.fm_arm(bb), samples)
         proto = self.ctx.protocol
-        runs = {"fm_head": runs.pop(f"step{self.final_step}"), **runs}
+        runs = {"fm_head": runs.pop(f"step{final_step}"), **runs}
         est, _ = scoring.estimates(
             self, scoring.score(self, samples, runs, proto)["groups"]["all"], proto.level
         )
-        steps = sorted([(s, f"step{s}") for s, _ in self.kept] + [(self.final_step, "fm_head")])
+        steps = sorted([(s, f"step{s}") for s, _ in kept] + [(final_step, "fm_head")])
         curve = [
             {"step": s, **{m: est[name][m] for m in (self.headline, "delta_auc")}}
             for s, name in steps
         ]
-        return {"final_step": self.final_step, "kept": len(self.kept), "curve": curve}
+        return {"final_step": final_step, "kept": len(kept), "curve": curve}
 
     def _flare_location(self, samples: Samples) -> dict[str, Any]:
         """Ridge probes to the location of a flare in progress, on the rows that have one."""

@@ -48,6 +48,8 @@ def backbone_kwargs(
     kwargs: dict[str, Any] = {"img_size": img_size, "in_chans": in_chans}
     if name.startswith(("mae_", "tmae_")):
         kwargs |= {"mask_ratio": params["mask_ratio"], "norm_pix_loss": params["norm_pix_loss"]}
+        if params.get("patch_size"):
+            kwargs["patch_size"] = params["patch_size"]
         if params["masking"] == "solar":
             kwargs |= {"solar_weight": params["solar_weight"], "rsun_px": rsun_px}
     if name.startswith("tmae_"):

@@ -14,7 +14,17 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["KIND_ORDER", "arms_table", "differences_table", "fmt", "headline", "verdict_sentence"]
+__all__ = [
+    "KIND_ORDER",
+    "arms_table",
+    "best_arm",
+    "budget_table",
+    "differences_table",
+    "fmt",
+    "headline",
+    "runs_table",
+    "verdict_sentence",
+]
 
 KIND_ORDER = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 KIND_LABEL = {
@@ -43,13 +53,21 @@ def _ordered(result: dict[str, Any]) -> list[str]:
     return sorted(arms, key=lambda a: (KIND_ORDER.index(arms[a]["kind"]), a))
 
 
+def _run_of(result: dict[str, Any]) -> dict[str, str]:
+    """arm -> the named run whose backbone it uses (the FM heads and random-init controls)."""
+    runs = result.get("runs", {})
+    return {e[k]: run for run, e in runs.items() for k in ("fm", "control")}
+
+
 def arms_table(result: dict[str, Any], metrics: list[str] | None = None) -> pd.DataFrame:
-    """Every arm (rows, foundation model first) by metric, as ``value [interval]`` strings."""
+    """Every arm (rows, foundation model first) by metric, as ``value [interval]`` strings; the
+    run column names the backbone of each FM head and control (blank: the task's own arms)."""
     names = metrics or list(result["metrics"])
+    run_of = _run_of(result)
     rows = []
     for arm in _ordered(result):
         info = result["arms"][arm]
-        row = {"arm": arm, "kind": KIND_LABEL[info["kind"]]}
+        row = {"arm": arm, "run": run_of.get(arm, ""), "kind": KIND_LABEL[info["kind"]]}
         for m in names:
             arrow = "↑" if result["metrics"][m]["higher_is_better"] else "↓"
             row[f"{result['metrics'][m]['label']} {arrow}"] = fmt(info["metrics"].get(m))
@@ -80,8 +98,80 @@ def headline(result: dict[str, Any], arm: str) -> dict[str, Any] | None:
     return None if info is None else info["metrics"].get(result["headline"]["metric"])
 
 
+def best_arm(result: dict[str, Any], kind: str) -> str | None:
+    """The arm of a kind with the best headline point value (None if the task has none)."""
+    metric, hib = result["headline"]["metric"], result["headline"]["higher_is_better"]
+    arms = [
+        a
+        for a, v in result["arms"].items()
+        if v["kind"] == kind and v["metrics"][metric]["value"] is not None
+    ]
+    if not arms:
+        return None
+    values = {a: result["arms"][a]["metrics"][metric]["value"] for a in arms}
+    return max(arms, key=values.get) if hib else min(arms, key=values.get)
+
+
+def runs_table(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Named runs (rows) by task: the run's FM head headline [interval] and the verdicts of its
+    paired differences against its random-init control and the task's best paper baseline."""
+    table: dict[str, dict[str, str]] = {}
+    for task, r in results.items():
+        metric = r["headline"]["metric"]
+        paper = best_arm(r, "paper")
+        for run, e in r.get("runs", {}).items():
+            cell = fmt(e["headline"])
+            for other in (e["control"], paper):
+                d = e["differences"].get(other, {}).get(metric) if other else None
+                if d is not None:
+                    cell += f"<br><small>vs {other}: {d['verdict']}</small>"
+            table.setdefault(run, {})[task] = cell
+        for run, reason in r["extra"].get("not_applicable", {}).items():
+            table.setdefault(run, {})[task] = f"n/a<br><small>{reason}</small>"
+    return pd.DataFrame(table).T.rename_axis("run")
+
+
+def budget_table(results_dir: str, runs: list[str], results: dict[str, dict]) -> pd.DataFrame:
+    """Each run's pretraining compute (one step's FLOPs at its batch, times its optimiser steps,
+    as `perf/pretrain_throughput.py` counts them) and its FM head's headline on every task."""
+    import json
+    import os
+
+    from sdofm.models.checkpoint import load_backbone
+    from sdofm.models.flops import step_flops
+
+    rows = {}
+    for run in runs:
+        pre = os.path.join(results_dir, "pretrain", run)
+        with open(os.path.join(pre, "summary.json")) as f:
+            summary = json.load(f)
+        net, hp = load_backbone(os.path.join(pre, "model.ckpt"))
+        config = hp.get("config", {})
+        batch = config.get("batch_size", 1) * config.get("accumulate_grad_batches", 1)
+        row = {
+            "backbone": summary["backbone"],
+            "M parameters": round(summary["parameters"] / 1e6, 3),
+            "steps": summary["steps"],
+            "training TFLOPs": step_flops(net.train(), batch) * summary["steps"] / 1e12,
+            "final probe R²": summary["final_probe_r2"],
+        }
+        for task, r in results.items():
+            entry = r.get("runs", {}).get(run)
+            row[task] = entry["headline"]["value"] if entry else None
+        rows[run] = row
+    return pd.DataFrame(rows).T.rename_axis("run")
+
+
 def verdict_sentence(result: dict[str, Any]) -> str:
-    """One sentence per comparison of the FM head on the headline metric, losses included."""
+    """One sentence per comparison of the FM head on the headline metric, losses included; with
+    several named runs, one such sentence per run's FM head."""
+    runs = result.get("runs", {})
+    if len(runs) > 1:
+        return " ".join(
+            f"Run {run}: "
+            + verdict_sentence(result | {"runs": {}, "differences": e["differences"]})
+            for run, e in runs.items()
+        )
     metric = result["headline"]["metric"]
     label = result["headline"]["label"]
     parts = []
