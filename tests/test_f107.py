@@ -158,8 +158,9 @@ def test_planted_f107_is_the_series_without_its_noise(task_inputs, observed):
     y = f107["observed_flux" if observed else "adjusted_flux"].to_numpy()
 
     def residual(shift_days):
-        flux, factor = planted_f107(task_inputs.truth, days + pd.Timedelta(days=shift_days),
-                                    observed=observed)
+        flux, factor = planted_f107(
+            task_inputs.truth, days + pd.Timedelta(days=shift_days), observed=observed
+        )
         ok = np.isfinite(flux)
         assert ok.mean() > 0.9
         fit = np.polyfit(flux[ok], (y / factor)[ok], 1)

@@ -226,7 +226,9 @@ def planted_sun(truth: Path):
     from sdofm.sources.synthetic.generate import SyntheticSun, _Sun
 
     try:
-        model = _Sun(SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"]))
+        model = _Sun(
+            SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"])
+        )
         table = pd.read_csv(truth / "regions.csv", parse_dates=["emergence"])
         cols = ["latitude_deg", "longitude_deg", "flux_mx", "lifetime_days", "complexity"]
         same = table[cols].shape == model.regions[cols].shape and np.allclose(
