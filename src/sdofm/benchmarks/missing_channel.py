@@ -7,10 +7,11 @@ target withheld (set to its training mean), with ``head_skip`` also given the ot
 at full resolution (frozen tokens computed once; ``finetune`` trains the backbone with it);
 ``paper``, the papers' U-Net on the other AIA channels; ``persistence``, the target's image at the
 previous usable time step (taken before, never the one predicted); ``climatology``, the per-pixel
-training mean; ``oracle`` (synthetic Sun, with ``--truth``), the target's noise-free image, rendered
-again by the generator from the ground truth (`planted_images`): only the photon noise of the
-stored image is left, the ceiling of any reconstruction. Metrics per test image on the disk, averaged: pixel correlation (headline), ppe10
-and ppe50 (pixels within 10 % / 50 %), RMSE, relative error of the disk-integrated flux.
+training mean; ``oracle`` (synthetic Sun, with ``--truth``), the target's noise-free image,
+rendered again by the generator from the ground truth (`planted_images`): only the photon noise
+of the stored image is left, the ceiling of any reconstruction. Metrics per test image on the
+disk, averaged: pixel correlation (headline), ppe10 and ppe50 (pixels within 10 % / 50 %), RMSE,
+relative error of the disk-integrated flux.
 ``extra``: the same on the test images taken inside a listed flare.
 """
 
