@@ -11,8 +11,8 @@ Arms (the runner adds the random-init control):
 - ``climatology``: the training mean;
 - ``oracle`` (synthetic Sun, with ``--truth``): ridge from the true unsigned flux of the regions
   the radio telescope saw at the day's observation time (the generator's own limb fade) to the
-  flux at 1 AU, times (1 AU / distance)² for the observed flux: everything but the planted
-  observation noise, so its RMSE is that noise (3 sfu) plus a two-parameter fit.
+  flux at 1 AU, times the day's observed over adjusted flux ((1 AU / Earth's distance)²) for
+  the observed flux: everything but the planted noise, so its RMSE is that noise (3 sfu).
 Metrics: RMSE (sfu, headline), MAPE (%), Pearson r.
 """
 
@@ -37,25 +37,19 @@ from sdofm.sources.events import read_f107
 __all__ = ["F107", "planted_f107"]
 
 
-def planted_f107(truth: Path, days, *, observed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """What the synthetic F10.7 of each day is made of, without its noise: (the unsigned flux
-    (Mx) of the regions the radio telescope saw when it observed that day, the factor from
-    1 AU to the observed flux, (1 AU / Earth's distance)² or 1). NaN on days it never observed.
-    """
-    from astropy.time import Time
-    from sunpy.coordinates.sun import earth_distance
-
+def planted_f107(truth: Path, days) -> np.ndarray:
+    """The unsigned flux (Mx) of the regions the synthetic radio telescope saw when it observed
+    each day, with the generator's own fade across the limb: what its F10.7 is made of, before
+    the noise. NaN on days it never observed."""
     from sdofm.sources.synthetic.generate import F107_LIMB_DEG, _f107_times
 
     model = planted_sun(Path(truth))
     when = _f107_times(model.sun)
     when = pd.Series(when, index=when.floor("D")).reindex(pd.DatetimeIndex(days))
-    flux, factor = np.full(len(when), np.nan), np.full(len(when), np.nan)
+    flux = np.full(len(when), np.nan)
     seen = when.notna().to_numpy()
     flux[seen] = [model.unsigned_flux(t, limb_deg=F107_LIMB_DEG) for t in when[seen]]
-    au = earth_distance(Time(when[seen].to_numpy("datetime64[ns]"))).to("AU").value
-    factor[seen] = au**-2.0 if observed else 1.0
-    return flux, factor
+    return flux
 
 
 class F107(Task):
@@ -189,8 +183,12 @@ class F107(Task):
         return arms
 
     def _oracle(self, truth: Path):
-        observed = self.params["target"] == "observed_flux"
-        flux, factor = planted_f107(truth, self.days, observed=observed)
+        flux, factor = planted_f107(truth, self.days), np.ones(len(self.days))
+        if self.params["target"] == "observed_flux":  # (1 AU / Earth's distance)², noise-free
+            table = read_f107(self.ctx.inputs.event_file("f107.csv"))
+            table.index = pd.DatetimeIndex(table.index).floor("D")
+            table = table[~table.index.duplicated()].reindex(self.days)
+            factor = (table.observed_flux / table.adjusted_flux).to_numpy(np.float64)
 
         def train(f):
             x = np.nan_to_num(flux)[:, None]
