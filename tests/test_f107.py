@@ -13,7 +13,7 @@ import torch
 
 from sdofm import SdofmError
 from sdofm.benchmarks.baselines import disk_features
-from sdofm.benchmarks.f107 import F107
+from sdofm.benchmarks.f107 import F107, planted_f107
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.result import validate_result
 from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
@@ -29,7 +29,9 @@ KINDS = {
     "paper": "paper",
     "persistence": "persistence",
     "climatology": "trivial",
+    "oracle": "oracle",
 }
+NOISE_SFU = 3.0  # the planted observation noise of the synthetic F10.7 (generate._write_f107)
 
 
 def _params(tiny_config, **change):
@@ -48,10 +50,7 @@ def _task(task_inputs, tiny_config, events):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_config, task_inputs):
     out = tmp_path_factory.mktemp("f107") / "out"
-    inputs = TaskInputs(
-        task_inputs.dataset, task_inputs.embeddings, task_inputs.checkpoint, task_inputs.events
-    )
-    result = run_task(F107, inputs, out, _params(tiny_config))
+    result = run_task(F107, task_inputs, out, _params(tiny_config))  # with the ground truth
     return {
         "out": out,
         "result": result,
@@ -74,6 +73,7 @@ def test_metrics_json_has_every_arm(run):
     )
     assert all(a["seeds"] == 1 for a in metrics["arms"].values())  # ridge heads are closed-form
     assert set(metrics["extra"]["ridge_alpha"]) == {"pretrained", "random-init", "paper"}
+    assert metrics["arms"]["oracle"]["seeds"] == 1
     assert metrics["differences"]["climatology"]["rmse"]["verdict"] in {
         "FM better",
         "FM worse",
@@ -136,6 +136,37 @@ def test_planted_value_and_day_means(tmp_path, tiny_config, task_inputs):
     pred = arm.train(fits[0])(s.where("test"))
     assert arm.seeded and arm.tuned and pred.shape == (len(s.where("test")),)
     assert np.isfinite(pred).all() and abs(pred.mean() - s.y[s.where("train")].mean()) < 50
+
+
+def test_oracle_is_the_noise_floor_and_needs_the_truth(run, task_inputs, tiny_config):
+    """With the ground truth the oracle scores the planted noise (3 sfu) and no arm beats it
+    by more than chance; without it (real data) there is no oracle arm."""
+    arms = {a: v["metrics"]["rmse"]["value"] for a, v in run["result"]["arms"].items()}
+    assert 0.6 * NOISE_SFU < arms["oracle"] < 1.4 * NOISE_SFU
+    assert arms["oracle"] <= min(arms.values()) + 0.5
+    assert arms["oracle"] < 0.5 * arms["climatology"]
+    task, s = _task(task_inputs, tiny_config, task_inputs.events)  # no --truth
+    assert "oracle" not in task.arms(s)
+
+
+@pytest.mark.parametrize("observed", [True, False])
+def test_planted_f107_is_the_series_without_its_noise(task_inputs, observed):
+    """A line through the planted flux leaves the planted noise over every day of the tiny Sun,
+    at 1 AU and as observed; the flux of days shifted by four days leaves far more."""
+    f107 = read_f107(task_inputs.events / "f107.csv")
+    days = f107.index.floor("D")
+    y = f107["observed_flux" if observed else "adjusted_flux"].to_numpy()
+    factor = y / f107["adjusted_flux"].to_numpy()
+
+    def residual(shift_days):
+        flux = planted_f107(task_inputs.truth, days + pd.Timedelta(days=shift_days))
+        ok = np.isfinite(flux)
+        assert ok.mean() > 0.9
+        fit = np.polyfit(flux[ok], (y / factor)[ok], 1)
+        return np.std(y[ok] - np.polyval(fit, flux[ok]) * factor[ok])
+
+    assert residual(0) == pytest.approx(NOISE_SFU, rel=0.25)
+    assert residual(4) > 2 * NOISE_SFU
 
 
 def test_disk_features_by_hand():

@@ -12,10 +12,15 @@ import pytest
 import torch
 import xarray as xr
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from sdofm import SdofmError
 from sdofm.benchmarks.baselines import flare_persistence, goes_persistence
-from sdofm.benchmarks.flare_forecast import FlareForecast, integrated_gradients
+from sdofm.benchmarks.flare_forecast import (
+    FlareForecast,
+    integrated_gradients,
+    planted_flare_rate,
+)
 from sdofm.benchmarks.heads import pooled
 from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.metrics import best_threshold, tss
@@ -26,6 +31,7 @@ from sdofm.config import validate_block
 from sdofm.dataset.loader import open_dataset
 from sdofm.reports.render import render_report
 from sdofm.sources.events import flare_labels, read_flare_list, read_goes_xrs
+from sdofm.sources.synthetic.flares import FLARE_INDEX
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "flare_forecast.ipynb"
 KINDS = {
@@ -35,6 +41,7 @@ KINDS = {
     "persistence_flares": "persistence",
     "persistence_goes": "persistence",
     "climatology": "trivial",
+    "oracle": "oracle",
 }
 H = pd.Timedelta(hours=24)
 
@@ -72,6 +79,37 @@ def test_metrics_json_has_every_arm_and_nested_folds(run):
     assert metrics["published_anchor"]["values"]["tss"] == 0.53
     assert metrics["extra"]["label"]["min_class"] == "C1.0"
     assert "goes_xrs.csv" in metrics["extra"]["goes_persistence"]
+
+
+def test_oracle_from_the_planted_rates_and_only_with_the_truth(run, task_inputs, tiny_config):
+    """The oracle ranks the test rows at least as well as any arm; without --truth it is absent."""
+    auc = {a: v["metrics"]["roc_auc"]["value"] for a, v in run["result"]["arms"].items()}
+    assert auc["oracle"] >= max(auc.values()) - 0.05 and auc["oracle"] > 0.6
+    t = task_inputs
+    ctx = Context.open(
+        TaskInputs(t.dataset, t.embeddings, t.checkpoint, t.events), _params(tiny_config)
+    )
+    task = FlareForecast(ctx)
+    assert "oracle" not in task.arms(task.samples())
+
+
+def test_planted_flare_rate_is_the_generators(task_inputs, synthetic_mirror, tiny_config):
+    """The expected count over the tiny Sun is its catalogue's (a Poisson draw); the rate ranks
+    the labels far better than the rate of five days later (a shifted truth)."""
+    start, end = (pd.Timestamp(tiny_config["synthetic"][k]) for k in ("start", "end"))
+    catalogue = pd.read_csv(synthetic_mirror / "ground_truth" / "flares.csv", parse_dates=[0])
+    front = catalogue[catalogue.front_side & (catalogue.peak_time > start)]
+    expected = planted_flare_rate(task_inputs.truth, [start], end - start, "C1.0")[0]
+    assert abs(len(front) - expected) < 3 * np.sqrt(expected) + 2
+    m1 = planted_flare_rate(task_inputs.truth, [start], end - start, "M1.0")[0]
+    assert m1 == pytest.approx(expected * 10.0 ** (1 - FLARE_INDEX))  # power law above C1
+    times = pd.date_range(start, end - 2 * H, freq="12h")
+    y = flare_labels(read_flare_list(task_inputs.events / "flares.csv"), times, H, "C1.0")
+    auc = [
+        roc_auc_score(y, planted_flare_rate(task_inputs.truth, times + d * H, H, "C1.0"))
+        for d in (0, 5)
+    ]
+    assert auc[0] > 0.65 and auc[0] > auc[1] + 0.15
 
 
 def test_scored_rows_are_the_stores_test_split(run, task_inputs):

@@ -16,7 +16,7 @@ import xarray as xr
 from sdofm import SdofmError
 from sdofm.benchmarks.heads import TokenDecoder
 from sdofm.benchmarks.inputs import Context
-from sdofm.benchmarks.missing_channel import MissingChannel, flaring_times
+from sdofm.benchmarks.missing_channel import MissingChannel, flaring_times, planted_images
 from sdofm.benchmarks.result import read_result
 from sdofm.benchmarks.runner import Fit
 from sdofm.config import validate_block
@@ -27,6 +27,7 @@ from tests.conftest import run_tiny_task
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "missing_channel.ipynb"
 CONTROLS = {"fm_head": "fm", "random_init": "control"}
 KINDS = CONTROLS | {"paper": "paper", "persistence": "persistence", "climatology": "trivial"}
+KINDS |= {"oracle": "oracle"}
 
 
 def test_flaring_times():
@@ -79,14 +80,15 @@ def _rows(dataset, split):
 
 
 def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
-    """metrics.json validates; every arm with its kind (no oracle: no noise-free images)."""
+    """metrics.json validates; every arm with its kind (the oracle: the synthetic truth)."""
     result = read_result(benchmark["out"] / "metrics.json")
     assert {a: v["kind"] for a, v in result["arms"].items()} == KINDS
     assert result["headline"]["metric"] == "pixel_correlation"
     seeds = len(tiny_config["protocol"]["seeds"])
     for arm, info in result["arms"].items():
         assert (
-            info["seeds"] == (1 if arm in ("persistence", "climatology") else seeds) and seeds >= 3
+            info["seeds"] == (1 if arm in ("persistence", "climatology", "oracle") else seeds)
+            and seeds >= 3
         )
         corr = info["metrics"]["pixel_correlation"]
         assert corr["ci"][0] <= corr["value"] <= corr["ci"][1] and -1 <= corr["value"] <= 1
@@ -94,6 +96,46 @@ def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
         assert result["split"][s] == len(_rows(dataset, s)[1])
     pred = pd.read_csv(benchmark["out"] / "predictions.csv")
     assert set(pred.arm) == set(KINDS) and set(pred.split) == {"val", "test"}
+
+
+def test_oracle_is_the_ceiling_and_needs_the_truth(benchmark, task_inputs, tiny_config):
+    """The noise-free image beats every arm on every metric; no oracle without --truth."""
+    arms = read_result(benchmark["out"] / "metrics.json")["arms"]
+    for name, higher in [("pixel_correlation", True), ("ppe10", True), ("rmse", False)]:
+        score = {a: v["metrics"][name]["value"] * (1 if higher else -1) for a, v in arms.items()}
+        assert score["oracle"] == max(score.values()), name
+    assert arms["oracle"]["metrics"]["pixel_correlation"]["value"] > 0.95
+    no_truth = dataclasses.replace(task_inputs, truth=None)
+    task = _task(no_truth, tiny_config)
+    assert "oracle" not in task.arms(task.samples())
+
+
+def test_planted_images_are_the_stored_ones_without_noise(task_inputs, dataset, tmp_path):
+    """The stored test images scatter around the planted ones as photon noise does (the store
+    holds Poisson counts over exposure × degradation, a few seconds: variance ≈ image / that),
+    unbiased, and far closer than the images of two days later; another run's truth is refused."""
+    ds, test = _rows(dataset, "test")
+    stored = ds.images.sel(channel="211A").values[test].astype(np.float64)
+    mask = disk_mask(stored.shape[-1], ds.attrs.get("rsun_px"))
+    times = ds.time.values[test]
+    planted = planted_images(task_inputs.truth, times, "211A", stored.shape[-1])
+    residual = (stored - planted)[:, mask]
+    assert abs(residual.mean()) < 0.002 * planted[:, mask].mean()
+    seconds = 1 / (residual**2 / planted[:, mask]).mean()
+    assert 1.0 < seconds < 6.0
+    later = planted_images(task_inputs.truth, times + np.timedelta64(2, "D"), "211A", 32)
+    assert np.abs(stored - later)[:, mask].mean() > 3 * np.abs(stored - planted)[:, mask].mean()
+    truth = tmp_path / "truth"
+    shutil.copytree(task_inputs.truth, truth)
+    table = pd.read_csv(truth / "aia_disk_mean.csv", index_col=0)
+    (table * 1.01).to_csv(truth / "aia_disk_mean.csv")
+    with pytest.raises(SdofmError, match="not the one this truth was written with"):
+        planted_images(truth, times[:2], "211A", 32)
+    regions = pd.read_csv(truth / "regions.csv")
+    regions.loc[0, "flux_mx"] *= 2
+    regions.to_csv(truth / "regions.csv", index=False)
+    with pytest.raises(SdofmError, match="not written by this package's synthetic Sun"):
+        planted_images(truth, times[:2], "211A", 32)
 
 
 def test_climatology_recomputed_from_the_store(benchmark, dataset):

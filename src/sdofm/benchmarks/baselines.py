@@ -9,14 +9,21 @@
 - `disk_features`: the classical F10.7 regressors, log10 AIA disk means and the total unsigned
   HMI flux (the regressions of F10.7 on EUV and magnetic flux, e.g. Schonfeld et al. 2015, ApJ);
 - `flare_persistence`, `goes_persistence`: the flare forecasters' persistence references, from
-  the flare list and from the GOES 1-8 Å series, using only what is known at forecast time.
+  the flare list and from the GOES 1-8 Å series, using only what is known at forecast time;
+- `planted_sun`: the synthetic Sun's own generator model, rebuilt from its ground-truth folder,
+  for the oracle ceilings (F10.7, flares, missing channel).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import Ridge
+
+from sdofm import SdofmError
 
 __all__ = [
     "channel_statistics",
@@ -26,6 +33,7 @@ __all__ = [
     "disk_features",
     "flare_persistence",
     "goes_persistence",
+    "planted_sun",
     "quiet_sun_mask",
     "quiet_sun_mode",
     "ridge_arm",
@@ -206,3 +214,31 @@ def goes_persistence(xrs: pd.DataFrame, times, horizon: pd.Timedelta) -> np.ndar
     """
     peak = xrs["xrsb"].dropna().rolling(horizon, closed="right").max()
     return peak.asof(pd.DatetimeIndex(times)).to_numpy(np.float64)
+
+
+def planted_sun(truth: Path):
+    """The generator's model of the synthetic Sun whose ground truth is the folder ``truth``.
+
+    Rebuilt from the settings in ``parameters.json`` (regions, flares and the quiet-Sun network
+    come from the seed, nothing is rendered) and refused unless its active regions are those
+    of ``regions.csv``: an oracle must read this run's truth, not another generator's.
+    """
+    from sdofm.sources.synthetic.generate import SyntheticSun, _Sun
+
+    try:
+        model = _Sun(
+            SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"])
+        )
+        table = pd.read_csv(truth / "regions.csv", parse_dates=["emergence"])
+        cols = ["latitude_deg", "longitude_deg", "flux_mx", "lifetime_days", "complexity"]
+        same = table[cols].shape == model.regions[cols].shape and np.allclose(
+            table[cols].to_numpy(float), model.regions[cols].to_numpy(float), rtol=1e-9
+        )
+        drift = (table.emergence - model.regions.emergence).abs().max() if same else None
+        same = same and (drift is pd.NaT or drift <= pd.Timedelta(seconds=1))
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        same, model = False, err
+    if not same:
+        msg = f"the ground truth in {truth} was not written by this package's synthetic Sun"
+        raise SdofmError(msg + (f" ({model})" if isinstance(model, Exception) else ""))
+    return model

@@ -8,12 +8,17 @@ Arms (the runner adds the random-init control):
 - ``paper``: the classical regression, ridge on the day's mean image features (`disk_features`:
   log10 AIA disk means and the total unsigned HMI flux), penalty chosen on validation;
 - ``persistence``: the last F10.7 measured before the day (normally the day before);
-- ``climatology``: the training mean.
+- ``climatology``: the training mean;
+- ``oracle`` (synthetic Sun, with ``--truth``): ridge from the true unsigned flux of the regions
+  the radio telescope saw at the day's observation time (the generator's own limb fade) to the
+  flux at 1 AU, times the day's observed over adjusted flux ((1 AU / Earth's distance)²) for
+  the observed flux: everything but the planted noise, so its RMSE is that noise (3 sfu).
 Metrics: RMSE (sfu, headline), MAPE (%), Pearson r.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,14 +27,29 @@ import torch
 import xarray as xr
 
 from sdofm import SdofmError
-from sdofm.benchmarks.baselines import disk_features, ridge_on_val
+from sdofm.benchmarks.baselines import disk_features, planted_sun, ridge_on_val
 from sdofm.benchmarks.heads import TargetScaler, fit, make_head, predict
 from sdofm.benchmarks.metrics import Metric, mape, pearson_r, rmse
 from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC
 from sdofm.sources.events import read_f107
 
-__all__ = ["F107"]
+__all__ = ["F107", "planted_f107"]
+
+
+def planted_f107(truth: Path, days) -> np.ndarray:
+    """The unsigned flux (Mx) of the regions the synthetic radio telescope saw when it observed
+    each day, with the generator's own fade across the limb: what its F10.7 is made of, before
+    the noise. NaN on days it never observed."""
+    from sdofm.sources.synthetic.generate import F107_LIMB_DEG, _f107_times
+
+    model = planted_sun(Path(truth))
+    when = _f107_times(model.sun)
+    when = pd.Series(when, index=when.floor("D")).reindex(pd.DatetimeIndex(days))
+    flux = np.full(len(when), np.nan)
+    seen = when.notna().to_numpy()
+    flux[seen] = [model.unsigned_flux(t, limb_deg=F107_LIMB_DEG) for t in when[seen]]
+    return flux
 
 
 class F107(Task):
@@ -132,7 +152,7 @@ class F107(Task):
     def arms(self, samples: Samples) -> dict[str, Arm]:
         features = self._features()
         mean = float(samples.y[samples.where("train")].mean())
-        return {
+        arms = {
             "paper": Arm(
                 "paper",
                 "ridge on log10 AIA disk means and the total unsigned HMI flux, day means",
@@ -150,6 +170,33 @@ class F107(Task):
                 "trivial", "training mean", lambda f: lambda rows: np.full(len(rows), mean), False
             ),
         }
+        truth = self.ctx.inputs.truth_file("regions.csv")
+        if truth is not None:
+            arms["oracle"] = Arm(
+                "oracle",
+                "ridge on the true unsigned flux the radio telescope saw (synthetic ground "
+                "truth), scaled to Earth's distance: the planted noise is the floor",
+                self._oracle(truth.parent),
+                seeded=False,
+                tuned=False,
+            )
+        return arms
+
+    def _oracle(self, truth: Path):
+        flux, factor = planted_f107(truth, self.days), np.ones(len(self.days))
+        if self.params["target"] == "observed_flux":  # (1 AU / Earth's distance)², noise-free
+            table = read_f107(self.ctx.inputs.event_file("f107.csv"))
+            table.index = pd.DatetimeIndex(table.index).floor("D")
+            table = table[~table.index.duplicated()].reindex(self.days)
+            factor = (table.observed_flux / table.adjusted_flux).to_numpy(np.float64)
+
+        def train(f):
+            x = np.nan_to_num(flux)[:, None]
+            model, _ = ridge_on_val(x, f.y / factor, f.rows["train"], f.rows["val"])
+            z = (x - model.feature_mean_) / model.feature_std_
+            return lambda rows: model.predict(z[rows]) * factor[rows]
+
+        return train
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         steps = np.diff(samples.y)[np.diff(samples.times) == np.timedelta64(1, "D")]

@@ -10,7 +10,10 @@ trains on the training split and makes every choice on the validation split. Arm
 - ``persistence_flares``: 1 if a flare >= min_class peaked in (t - horizon, t], else 0;
 - ``persistence_goes``: the largest GOES 1-8 Å flux in (t - horizon, t], calibrated by a 1-D
   logistic fit on the training rows (only with ``goes_xrs.csv`` in the event folder);
-- ``climatology``: the training base rate.
+- ``climatology``: the training base rate;
+- ``oracle`` (synthetic Sun, with ``--truth``): P(a front-side flare >= min_class in the window)
+  = 1 - exp(-expected count), the count integrated from the planted regions' flare rates
+  (`planted_flare_rate`): the best any forecaster can do, since the flares are Poisson draws.
 Metrics: TSS (headline) and HSS2 at the threshold of best validation TSS, ROC AUC, Brier score.
 ``extra``: label counts and the recall of near-limb (|lon| > limb_deg) and central flares;
 samples.nc: integrated-gradient saliency of the FM head for the largest flaring test events.
@@ -18,6 +21,7 @@ samples.nc: integrated-gradient saliency of the FM head for the largest flaring 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sdofm import SdofmError
 from sdofm.benchmarks.baseline_nets import FlareResNet
-from sdofm.benchmarks.baselines import flare_persistence, goes_persistence
+from sdofm.benchmarks.baselines import flare_persistence, goes_persistence, planted_sun
 from sdofm.benchmarks.heads import balanced_bce, fit, make_head, pooled, predict, standardiser
 from sdofm.benchmarks.metrics import Metric, best_threshold, brier, hss2, roc_auc, tss
 from sdofm.benchmarks.runner import Arm, Samples, Task
@@ -38,7 +42,7 @@ from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC
 from sdofm.sources.events import flare_labels, goes_class_to_flux, read_flare_list, read_goes_xrs
 from sdofm.sources.sdoml import HMI_PRODUCTS
 
-__all__ = ["FlareForecast", "integrated_gradients", "largest_flare_ahead"]
+__all__ = ["FlareForecast", "integrated_gradients", "largest_flare_ahead", "planted_flare_rate"]
 
 MAG_SCALE_G = 20.0  # the CNN sees arcsinh(B / 20 G): linear in weak fields, compressed in spots
 
@@ -52,6 +56,35 @@ def largest_flare_ahead(flares: pd.DataFrame, times, horizon: pd.Timedelta, min_
         inside = np.flatnonzero(ok & (peak > t) & (peak <= t + horizon.value))
         out.append(inside[np.argmax(size[inside])] if len(inside) else -1)
     return np.array(out, int)
+
+
+def planted_flare_rate(truth: Path, times, horizon: pd.Timedelta, min_class: str) -> np.ndarray:
+    """Expected number of front-side flares >= ``min_class`` peaking in (t, t + horizon].
+
+    The synthetic Sun draws each region's flares as a Poisson process of rate
+    `RATE_PER_DAY` · (peak flux / 3e21 Mx)^1.5 · complexity² · growth(age) and peak fluxes from
+    a power law of index `FLARE_INDEX` above C1 (``flares.make_flares``, which has no function
+    of its own for it: keep the two in step; a test checks this against its catalogue). The
+    rate is integrated in 3-hour steps over the planted regions while they are on the front side.
+    """
+    from sdofm.sources.events import goes_class_to_flux
+    from sdofm.sources.synthetic.flares import FLARE_INDEX, MIN_PEAK, RATE_PER_DAY
+    from sdofm.sources.synthetic.sun import region_states
+
+    table = planted_sun(Path(truth)).regions.sort_values("region_id")
+    ids, peak = table.region_id.to_numpy(), table.flux_mx.to_numpy(float)
+    regions = {c: table[c] for c in table}  # its columns by name, as fast as region_states asks
+    t, step = pd.DatetimeIndex(times).as_unit("ns"), pd.Timedelta(hours=3)
+    edges = pd.date_range(t.min(), t.max() + horizon + step, freq=step, unit="ns")
+    rate = np.zeros(len(edges) - 1)
+    for k, mid in enumerate(edges[:-1] + step / 2):
+        s = region_states(regions, mid)
+        front, top = np.abs(s.lon) < 90.0, peak[np.searchsorted(ids, s.region_id)]
+        rate[k] = np.sum((top / 3e21) ** 1.5 * s.complexity**2 * (s.flux / top) * front)
+    count = np.concatenate([[0.0], np.cumsum(rate * RATE_PER_DAY * step / pd.Timedelta(days=1))])
+    at = lambda x: np.interp(x.asi8, edges.asi8, count)  # noqa: E731
+    share = min(1.0, (MIN_PEAK / goes_class_to_flux(min_class)) ** (FLARE_INDEX - 1.0))
+    return (at(t + horizon) - at(t)) * share
 
 
 def integrated_gradients(f, x: torch.Tensor, steps: int = 32) -> torch.Tensor:
@@ -170,6 +203,17 @@ class FlareForecast(Task):
 
             what = f"largest GOES 1-8 A flux in the past {hours:g} h, logistic-calibrated"
             arms["persistence_goes"] = Arm("persistence", what, goes, seeded=False)
+        truth = self.ctx.inputs.truth_file("regions.csv")
+        if truth is not None:
+            count = planted_flare_rate(truth.parent, samples.times, self.horizon, cls)
+            what = "1 - exp(-expected flare count) from the planted regions' flare rates"
+            arms["oracle"] = Arm(
+                "oracle",
+                f"{what} (synthetic ground truth)",
+                lambda f: lambda r: -np.expm1(-count[r]),
+                seeded=False,
+                tuned=False,
+            )
         return arms
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:

@@ -9,7 +9,10 @@ far fewer labels than a model trained from scratch. Measured here on the virtual
 - ``ridge_channel_stats``: ridge regression from log10 of each channel's mean and standard
   deviation (penalty chosen on validation) — few parameters, so it needs few labels;
 - ``cnn_from_scratch``: a CNN on the normalised AIA images;
-- ``climatology``: the labelled rows' mean.
+- ``climatology``: the labelled rows' mean;
+- ``oracle`` (synthetic Sun, with ``--truth``): virtual EVE's oracle ceiling (ridge from the
+  noise-free AIA disk means), fitted on every training label at every fraction: a ceiling, not
+  a label-limited model, so its curve is flat.
 At every fraction each seed trains on its own contiguous block of the training period (the
 runner's ``label_subset``): k labels from one stretch of time, as labels come in practice.
 Only labels are scarce: normalisation statistics and the validation split are the same at every
@@ -17,6 +20,8 @@ fraction. The runner scores every fraction like the main (100 %) comparison, int
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import torch
@@ -54,7 +59,7 @@ class LabelEfficiency(VirtualEVE):
         cnn = cnn_arm(
             torch.from_numpy(images), width=p["cnn_width"], epochs=p["cnn_epochs"], patience=10
         )
-        return {
+        arms = {
             "ridge_channel_stats": Arm(
                 "paper",
                 "ridge on log10 of each AIA channel's mean and std (alpha chosen on validation)",
@@ -66,6 +71,18 @@ class LabelEfficiency(VirtualEVE):
                 "trivial", "mean of the labelled rows", climatology_arm, seeded=False
             ),
         }
+        truth = self.ctx.inputs.truth_file("aia_disk_mean.csv")
+        if truth is not None:
+            oracle, every = self._oracle(truth, samples), samples.where("train")
+            arms["oracle"] = Arm(
+                "oracle",
+                "virtual EVE's oracle (ridge on the noise-free AIA disk means), on every "
+                "training label at every fraction (synthetic ground truth)",
+                lambda f: oracle(dataclasses.replace(f, rows=f.rows | {"train": every})),
+                seeded=False,
+                tuned=False,
+            )
+        return arms
 
     def extra(self, samples, preds) -> dict:
         return {}  # the runner adds the curves

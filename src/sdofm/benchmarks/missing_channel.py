@@ -7,14 +7,18 @@ target withheld (set to its training mean), with ``head_skip`` also given the ot
 at full resolution (frozen tokens computed once; ``finetune`` trains the backbone with it);
 ``paper``, the papers' U-Net on the other AIA channels; ``persistence``, the target's image at the
 previous usable time step (taken before, never the one predicted); ``climatology``, the per-pixel
-training mean. Metrics per test image on the disk, averaged: pixel correlation (headline), ppe10
-and ppe50 (pixels within 10 % / 50 %), RMSE, relative error of the disk-integrated flux.
+training mean; ``oracle`` (synthetic Sun, with ``--truth``), the target's noise-free image,
+rendered again by the generator from the ground truth (`planted_images`): only the photon noise
+of the stored image is left, the ceiling of any reconstruction. Metrics per test image on the
+disk, averaged: pixel correlation (headline), ppe10 and ppe50 (pixels within 10 % / 50 %), RMSE,
+relative error of the disk-integrated flux.
 ``extra``: the same on the test images taken inside a listed flare.
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ import xarray as xr
 
 from sdofm import SdofmError
 from sdofm.benchmarks.baseline_nets import UNet
+from sdofm.benchmarks.baselines import planted_sun
 from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, predict
 from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
 from sdofm.benchmarks.metrics import relative_flux_difference as flux_error
@@ -32,7 +37,29 @@ from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser, disk_mask
 from sdofm.sources.events import goes_class_to_flux, read_flare_list
 from sdofm.sources.sdoml import AIA_CHANNELS
 
-__all__ = ["MissingChannel", "flaring_times"]
+__all__ = ["MissingChannel", "flaring_times", "planted_images"]
+
+
+def planted_images(truth: Path, times, channel: str, size: int) -> np.ndarray:
+    """The noise-free ``channel`` images (DN/s) of the synthetic Sun at the frames nearest
+    ``times``, mean-downsampled to ``size``² as the store's: (N, size, size).
+
+    The generator renders them again from its ground truth (`planted_sun`); each one's disk
+    mean must be the one it wrote then (``aia_disk_mean.csv``), or the truth is refused.
+    """
+    from sdofm.dataset.build import downsample
+
+    model = planted_sun(Path(truth))
+    frames = model.sun.times[model.sun.times.get_indexer(pd.DatetimeIndex(times), "nearest")]
+    written = pd.read_csv(Path(truth) / "aia_disk_mean.csv", index_col=0, parse_dates=True)
+    out = np.zeros((len(frames), size, size), np.float32)
+    for k, t in enumerate(frames):
+        image = model.render(t, model.sun.image_size)[2][channel]
+        if not np.isclose(image.mean(), written[channel].get(t, np.nan), rtol=1e-6):
+            msg = f"{truth}: the {channel} image of {t} is not the one this truth was written with"
+            raise SdofmError(msg)
+        out[k] = downsample(image, size)
+    return out
 
 
 def flaring_times(times: np.ndarray, flares: pd.DataFrame, min_class: str) -> np.ndarray:
@@ -106,8 +133,10 @@ class MissingChannel(Task):
         self.mean, self.std = float(norm.mean[self.t, 0, 0]), float(norm.std[self.t, 0, 0])
         times = ds.time.values[rows]
         frame = pd.DatetimeIndex(ds.frame_time.values[rows, self.t]) if "frame_time" in ds else None
-        when = times if frame is None else np.where(frame.isna(), times, frame.to_numpy())
-        self.flaring = None if flares is None else flaring_times(when, flares, p["min_flare_class"])
+        self.when = times if frame is None else np.where(frame.isna(), times, frame.to_numpy())
+        self.flaring = (
+            None if flares is None else flaring_times(self.when, flares, p["min_flare_class"])
+        )
         y = phys[:, self.t][:, self.mask].astype(np.float64)
         split = ds.split.values.astype(str)[rows]
         return Samples(times, split, y, unit="images", rows=rows)
@@ -172,11 +201,23 @@ class MissingChannel(Task):
             return lambda rows: previous[rows]
 
         before = "the target's image at the previous time step"
-        return {
+        arms = {
             "paper": Arm("paper", "U-Net on the other AIA channels (Salvatelli et al.)", unet),
             "persistence": Arm("persistence", before, persistence, seeded=False, tuned=False),
             "climatology": Arm("trivial", "per-pixel training mean", climatology, seeded=False),
         }
+        path = self.ctx.inputs.truth_file("aia_disk_mean.csv")
+        if path is not None:
+            what = "the noise-free target image, rendered again from the synthetic ground truth"
+            arms["oracle"] = Arm("oracle", what, self._oracle(path.parent), False, False)
+        return arms
+
+    def _oracle(self, truth: Path):
+        def images(rows: np.ndarray) -> np.ndarray:
+            size, target = self.mask.shape[0], self.params["target"]
+            return planted_images(truth, self.when[rows], target, size)[:, self.mask]
+
+        return lambda f: images
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         """Every metric on the test images taken during a listed flare (mean over seeds)."""
