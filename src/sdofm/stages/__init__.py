@@ -1,0 +1,1 @@
+"""The stages the `sdofm` command runs (`sdofm.cli` parses the arguments): `data` and `models`."""
