@@ -2,6 +2,7 @@
 scored together; sweeps chosen on validation only."""
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -40,7 +41,7 @@ def groups(tmp_path_factory, tiny_config, task_inputs):
     # named as the one-job run names its run: after the checkpoint's folder
     run = task_inputs.checkpoint.parent.name
     write_group(rn.fm_group(task, samples, run), out / "arms" / "a.nc")
-    baseline_inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    baseline_inputs = dataclasses.replace(task_inputs, embeddings=None, checkpoint=None)
     task_b, samples_b = rn.prepare(TASKS[TASK], baseline_inputs, params)
     write_group(rn.baseline_group(task_b, samples_b), out / "arms" / "baselines.nc")
     single = run_tiny_task(TASK, tiny_config, task_inputs, out / "single")
@@ -53,7 +54,7 @@ def _comparable(result):
 
 def test_saved_groups_score_as_the_single_job(groups, task_inputs):
     out, params, single, _ = groups
-    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    inputs = dataclasses.replace(task_inputs, embeddings=None, checkpoint=None)
     task, samples = rn.prepare(TASKS[TASK], inputs, params)
     loaded = [read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines")]
     scored = rn.score_groups(task, samples, loaded, out / "scored")
@@ -74,7 +75,7 @@ def test_two_runs_share_the_baselines_and_pair_every_fm_head(groups, task_inputs
     a, base = (read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines"))
     b = copy.deepcopy(a)
     b.name = "b"
-    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    inputs = dataclasses.replace(task_inputs, embeddings=None, checkpoint=None)
     task, samples = rn.prepare(TASKS[TASK], inputs, params)
     empty = np.array([], str)
     temporal = ArmGroup("t", empty, empty, {}, {}, meta={"not_applicable": "takes 4 frames"})
@@ -106,7 +107,7 @@ def test_a_group_of_other_samples_is_refused(groups, task_inputs):
     out, params, _, run = groups
     a, base = (read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines"))
     a.times, a.split = a.times[1:], a.split[1:]
-    inputs = rn.TaskInputs(task_inputs.dataset, None, None, task_inputs.events)
+    inputs = dataclasses.replace(task_inputs, embeddings=None, checkpoint=None)
     task, samples = rn.prepare(TASKS[TASK], inputs, params)
     with pytest.raises(SdofmError, match=f"arm group '{run}' predicts .* samples, not the"):
         rn.score_groups(task, samples, [a, base], out / "refused")
