@@ -122,9 +122,23 @@ def test_the_real_data_config_is_valid():
     assert config["sources"]["sdoml"].startswith("s3://")
 
 
+def test_the_sweep_block_is_valid_and_makes_its_points():
+    """The README's sweep block, over the default config: valid, one named run per point."""
+    from snakemake.utils import Paramspace
+
+    from sdofm.config import pretrain_runs
+    from sdofm.sweep import sweep_points, sweep_runs
+
+    block = next(b for b in _yaml_blocks() if "sweep" in b)
+    config = validate_config(copy.deepcopy(DEFAULT) | block)
+    space = Paramspace(sweep_points(config["sweep"]), filename_params="*")
+    runs = sweep_runs(config, pretrain_runs(config["pretrain"]), list(space.instance_patterns))
+    assert len(runs) == len(block["sweep"]["grid"]["mask_ratio"]) >= 3
+
+
 def test_slurm_snippets_name_a_rule():
     rules = set(re.findall(r"^rule (\w+):", _rule_text(), re.M))
-    snippets = [b for b in _yaml_blocks() if "sources" not in b]
+    snippets = [b for b in _yaml_blocks() if not {"sources", "sweep"} & set(b)]
     assert len(snippets) >= 3
     for snippet in snippets:
         (rule,) = snippet
