@@ -103,14 +103,31 @@ def test_two_runs_share_the_baselines_and_pair_every_fm_head(groups, task_inputs
     assert "fm_head@b" in result["extra"]["curves"]["10"]["arms"]
 
 
-def test_a_group_of_other_samples_is_refused(groups, task_inputs):
+def test_a_run_without_some_samples_drops_them_for_every_arm(groups, task_inputs):
+    """A run whose backbone left test samples unembedded (a temporal MAE has no stack for the
+    first frames) is scored with every other arm on the samples it has, the count reported; a
+    group of other samples or another split is refused in one line, writing nothing."""
     out, params, _, run = groups
     a, base = (read_group(out / "arms" / f"{g}.nc") for g in ("a", "baselines"))
-    a.times, a.split = a.times[1:], a.split[1:]
     inputs = dataclasses.replace(task_inputs, embeddings=None, checkpoint=None)
     task, samples = rn.prepare(TASKS[TASK], inputs, params)
-    with pytest.raises(SdofmError, match=f"arm group '{run}' predicts .* samples, not the"):
-        rn.score_groups(task, samples, [a, base], out / "refused")
+    test = np.flatnonzero(a.split == "test")[:3]
+    a.split = a.split.copy()
+    a.split[test] = "none"  # as the arms job marks samples its backbone did not embed
+    scored = rn.score_groups(task, samples, [a, base], out / "subset")
+    assert scored["extra"]["rows_without_embedding"] == {run: 3}
+    assert scored["split"]["test"] == int(np.sum(samples.split == "test")) - 3
+    assert scored["arms"]["climatology"]["metrics"]  # the baselines scored on the same rows
+    table = pd.read_csv(out / "subset" / "predictions.csv")
+    assert not set(pd.to_datetime(samples.times[test])) & set(pd.to_datetime(table["time"]))
+
+    shifted = read_group(out / "arms" / "a.nc")
+    shifted.times = (pd.to_datetime(shifted.times) + pd.Timedelta(hours=1)).astype(str).to_numpy()
+    other_split = read_group(out / "arms" / "a.nc")
+    other_split.split = np.where(other_split.split == "val", "test", other_split.split)
+    for bad in (shifted, other_split):
+        with pytest.raises(SdofmError, match=f"arm group '{run}' predicts .* not among the"):
+            rn.score_groups(task, samples, [bad, base], out / "refused")
     assert not (out / "refused" / "metrics.json").exists()
     with pytest.raises(SdofmError, match="needs the baselines group"):
         rn.score_groups(task, samples, [read_group(out / "arms" / "a.nc")], out / "refused")

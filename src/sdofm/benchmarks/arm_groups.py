@@ -37,17 +37,48 @@ class ArmGroup:
     curves: dict[float, dict[str, list[np.ndarray]]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)  # checkpoint, embeddings, intervals
 
-    def check_samples(self, times: np.ndarray, split: np.ndarray, where: str) -> None:
-        """The group predicts exactly these samples (the scoring step's), or a clear error."""
-        same = len(times) == len(self.times) and np.array_equal(
-            np.asarray(times).astype(str), self.times.astype(str)
-        )
-        if not same or not np.array_equal(np.asarray(split).astype(str), self.split.astype(str)):
+    def aligned(self, times: np.ndarray, split: np.ndarray, where: str) -> tuple[ArmGroup, Any]:
+        """This group on the scoring step's sample axis (``times``, ``split``: the task's samples
+        without a backbone), and a mask of the samples it has: a run's backbone may leave time
+        steps unembedded (a temporal MAE has no stack for the first frames), so its samples are
+        a subset, on the same split; anything else is another data set, refused in one line."""
+        times, split = np.asarray(times).astype(str), np.asarray(split).astype(str)
+        mine = self.times.astype(str)
+        if np.array_equal(mine, times):
+            at = np.arange(len(times))
+        else:
+            index = {t: k for k, t in enumerate(times)}
+            at = np.array([index.get(t, -1) for t in mine], int)
+            if len(index) < len(times) or len(set(mine)) < len(mine) or (at < 0).any():
+                at = None
+        scored = ("train", "val", "test", "extra")
+        if at is None or np.any(np.isin(self.split, scored) & (self.split != split[at])):
             msg = (
-                f"{where}: arm group {self.name!r} predicts {len(self.times)} samples, not the "
-                f"{len(times)} samples of the task (its backbone left time steps unembedded?)"
+                f"{where}: arm group {self.name!r} predicts {len(self.times)} samples that are not "
+                f"among the {len(times)} samples of the task, on its split (another data set?)"
             )
             raise SdofmError(msg)
+        has = np.zeros(len(times), bool)
+        has[at[np.isin(self.split, scored)]] = True
+
+        def spread(runs: list[np.ndarray]) -> list[np.ndarray]:
+            out = []
+            for r in runs:
+                full = np.full((len(times), *np.shape(r)[1:]), np.nan)
+                full[at] = r
+                out.append(full)
+            return out
+
+        group = ArmGroup(
+            self.name,
+            times,
+            split,
+            self.arms,
+            {a: spread(r) for a, r in self.preds.items()},
+            {p: {a: spread(r) for a, r in c.items()} for p, c in self.curves.items()},
+            self.meta,
+        )
+        return group, has
 
 
 def _variables(prefix: str, preds: dict[str, list[np.ndarray]]) -> dict[str, xr.DataArray]:

@@ -16,6 +16,7 @@ and how it is scored (a list of `Metric`). The runner does the rest the same way
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -226,8 +227,14 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
     if not runs or len(runs) == len(groups):
         msg = f"{task.name}: scoring needs the {BASELINES} group and at least one named run"
         raise SdofmError(msg)
-    for g in groups:
-        g.check_samples(samples.times, samples.split, task.name)
+    # every arm on the same rows: those that every run's backbone embedded
+    aligned = [g.aligned(samples.times, samples.split, task.name) for g in groups]
+    groups = [g for g, _ in aligned]
+    runs = [g for g in groups if g.name != BASELINES]
+    scored = np.isin(samples.split, ["val", "test"])
+    dropped = {g.name: int(np.sum(scored & ~has)) for g, has in aligned if np.any(scored & ~has)}
+    kept = np.logical_and.reduce([has for _, has in aligned])
+    samples = dataclasses.replace(samples, split=np.where(kept, samples.split, "none"))
 
     def arm_name(group: ArmGroup, arm: str) -> str:
         return arm if group.name == BASELINES or group is runs[0] else f"{arm}@{group.name}"
@@ -261,6 +268,8 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
         result.extra["run_extra"] = {g.name: g.meta.get("extra", {}) for g in runs}
     if skipped:
         result.extra["not_applicable"] = skipped
+    if dropped:  # validation/test rows left out for all arms: a run has no embedding there
+        result.extra["rows_without_embedding"] = dropped
     if task.fractions:
         result.extra["curves"] = _curves(task, samples, ordered, arm_name, proto)
         result.extra["curves"]["100"] = {
