@@ -542,11 +542,11 @@ def test_deg_cor_attr_is_aiapy_factor(raw_run, correction_table):
 def test_store_is_corrected_for_degradation(raw_run):
     """Unlike the raw counts, the SDOML store's 304 Å quiet Sun follows the undegraded Sun
     (the noise-free model at each frame) with no trend over eight months."""
-    from sdofm.sources.synthetic.generate import _Sun
+    from sdofm.sources.synthetic.model import SunModel
 
     aia = _year(raw_run / "sdomlv2_small.zarr")
     t = frame_times(aia["304A"])
-    model = _Sun(SyntheticSun(**RAW))
+    model = SunModel(SyntheticSun(**RAW))
     x, y = _disk_coords(aia["304A"])
     inner = np.hypot(x, y) < 0.9
     truth = np.array([np.median(model.render(ti, RAW["image_size"])[2]["304A"][inner]) for ti in t])
