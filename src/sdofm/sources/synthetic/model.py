@@ -14,6 +14,7 @@ import pandas as pd
 
 from sdofm.sources.sdoml import AIA_CHANNELS
 from sdofm.sources.synthetic import flares as fl
+from sdofm.sources.synthetic.corona import add_loop_temperatures, envelopes
 from sdofm.sources.synthetic.instrument import (
     CHANNELS,
     DegradationTable,
@@ -66,8 +67,10 @@ class SunModel:
         rng = np.random.default_rng(sun.seed)
         start, end = pd.Timestamp(sun.start), pd.Timestamp(sun.end)
         days = (end - start) / pd.Timedelta(days=1) + 30
-        self.regions = make_regions(rng, rng.poisson(sun.regions_per_day * days), start, end)
-        self.flares = fl.make_flares(rng, self.regions, start - pd.Timedelta(days=1), end)
+        regions = make_regions(rng, rng.poisson(sun.regions_per_day * days), start, end)
+        self.flares = fl.make_flares(rng, regions, start - pd.Timedelta(days=1), end)
+        # Own streams (as the network's): what came before stays as it was for a seed.
+        self.regions = add_loop_temperatures(regions, np.random.default_rng([sun.seed, 6]))
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
         # Its own stream: adding the network left the regions and flares of a seed as they were.
@@ -105,12 +108,20 @@ class SunModel:
         network, network_field = self.network.maps(t, disk)
         br = radial_field(state, disk) + network_field
         front = np.flatnonzero(np.abs(state.lon) < 95.0)
+        ids = state.region_id
+        response, env_width = envelopes(
+            state,
+            self.regions["loop_dlogt"].to_numpy()[ids],
+            self.regions["lifetime_days"].to_numpy()[ids],
+        )
         regions = [
             (
                 disk.distance(state.lat[i], state.lon[i]),
                 np.deg2rad(state.separation[i]),
                 state.flux[i] / 1e22,
                 state.complexity[i],
+                response[i],
+                env_width[i],
             )
             for i in front
         ]
