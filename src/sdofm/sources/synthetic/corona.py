@@ -18,7 +18,7 @@ import pandas as pd
 
 from sdofm.sources.synthetic.sun import RegionState
 
-__all__ = ["add_loop_temperatures", "envelopes", "loop_logt"]
+__all__ = ["add_loop_temperatures", "envelopes", "loop_logt", "parameters"]
 
 LOGT_REF = 6.25  # loop temperature (log10 K) of a β region of 3e21 Mx
 LOGT_PER_DEX = 0.15  # per dex of current flux (so regions cool as they decay)
@@ -52,3 +52,10 @@ def envelopes(
     spread = 1.0 + ENVELOPE_SPREAD * np.clip(state.age / lifetime, 0.0, 2.0)
     width = ENVELOPE_WIDTH * np.deg2rad(state.separation) * 10 ** (logt - LOGT_REF) * spread
     return response / ref, np.minimum(width, np.deg2rad(ENVELOPE_MAX_DEG))
+
+
+def parameters() -> dict[str, float]:
+    """The constants above (ground truth, for parameters.json; the offsets are in regions.csv)."""
+    names = ("LOGT_REF", "LOGT_PER_DEX", "LOGT_PER_COMPLEXITY", "LOGT_SCATTER", "RESPONSE_LOGT")
+    names += ("DEM_WIDTH", "ENVELOPE_WIDTH", "ENVELOPE_SPREAD", "ENVELOPE_MAX_DEG")
+    return {name.lower(): globals()[name] for name in names}

@@ -18,6 +18,7 @@ import zarr
 from sdofm.io import atomic_output
 from sdofm.sources.sdoml import AIA_CHANNELS, HMI_COMPONENTS
 from sdofm.sources.sdoml_layout import create_frame_array, sdoml_geometry
+from sdofm.sources.synthetic import corona
 from sdofm.sources.synthetic import flares as fl
 from sdofm.sources.synthetic import sun as sun_model
 from sdofm.sources.synthetic.eve import EVE_LINES
@@ -201,6 +202,7 @@ def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
                 "delta_sigmas": sun_model.DELTA_SIGMAS,
             },
             "network": model.network.to_dict(),
+            "corona": corona.parameters(),
             "f107_limb_deg": F107_LIMB_DEG,
             "hmi_noise_g": hmi_noise(sun.image_size),
         }
