@@ -77,7 +77,7 @@ def _aia_hmi_frames(sun: SyntheticSun, model: SunModel, tmp: Path, eve: EveWrite
             **_frame_arrays(aia.require_group(str(year)), AIA_CHANNELS, len(idx), size),
             **_frame_arrays(hmi.require_group(str(year)), HMI_COMPONENTS, len(idx), size),
         }
-        attrs: dict[str, dict[str, list]] = {n: {} for n in arrays}
+        attrs = {n: _Keywords() for n in arrays}
         buf = np.zeros((len(arrays), CHUNK, *shape), np.float32)
         for j, i in enumerate(idx):
             t, b = times[i], j % CHUNK
@@ -126,14 +126,41 @@ def _aia_hmi_frames(sun: SyntheticSun, model: SunModel, tmp: Path, eve: EveWrite
                 for k, arr in enumerate(arrays.values()):
                     arr[j - b : j + 1] = buf[k, : b + 1]
             eve.frame(int(i), disk_means[i], rng)
-        for name, arr in arrays.items():
-            arr.update_attributes(attrs[name])
+        for name in list(arrays):  # then let go of each: zarr keeps what it wrote
+            arrays.pop(name).update_attributes(attrs.pop(name).lists())
     eve.close()
     return pd.DataFrame(disk_means, index=times.rename("time"), columns=list(AIA_CHANNELS))
 
 
+class _Keywords:
+    """The per-frame keywords of one array until it is written, as runs of equal values.
+
+    SDOML v2 keeps one list per keyword, a value a frame; most of the ~180 keywords never
+    change, and a year of such lists would hold ~1 MB of references per array.
+    """
+
+    def __init__(self):
+        self.values: dict[str, list] = {}  # a value per run
+        self.counts: dict[str, list[int]] = {}  # frames per run
+
+    def append(self, keys: dict) -> None:
+        for k, v in keys.items():
+            values, counts = self.values.setdefault(k, []), self.counts.setdefault(k, [])
+            if values and type(values[-1]) is type(v) and repr(values[-1]) == repr(v):
+                counts[-1] += 1  # the same JSON as the frame before
+            else:
+                values.append(v)
+                counts.append(1)
+
+    def lists(self) -> dict[str, list]:
+        return {
+            k: [v for v, n in zip(values, self.counts[k], strict=True) for _ in range(n)]
+            for k, values in self.values.items()
+        }
+
+
 def _frame_attrs(
-    attrs: dict[str, list],
+    attrs: _Keywords,
     instrument: str,
     image: np.ndarray,
     disk: Disk,
@@ -160,8 +187,7 @@ def _frame_attrs(
     keys = sdoml_geometry(keys, 1.0, instrument=instrument)
     if instrument == "aia":
         keys["DEG_COR"] = round(deg, 6)
-    for k, v in keys.items():
-        attrs.setdefault(k, []).append(v)
+    attrs.append(keys)
 
 
 def generate(sun: SyntheticSun, out: str | Path) -> dict[str, Path]:
