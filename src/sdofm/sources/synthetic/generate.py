@@ -146,7 +146,9 @@ class _Keywords:
     def append(self, keys: dict) -> None:
         for k, v in keys.items():
             values, counts = self.values.setdefault(k, []), self.counts.setdefault(k, [])
-            if values and type(values[-1]) is type(v) and repr(values[-1]) == repr(v):
+            last = values[-1] if values else None
+            same = type(last) is type(v) and last == v and repr(last) == repr(v)
+            if values and (last is v or same):
                 counts[-1] += 1  # the same JSON as the frame before
             else:
                 values.append(v)
