@@ -542,11 +542,11 @@ def test_deg_cor_attr_is_aiapy_factor(raw_run, correction_table):
 def test_store_is_corrected_for_degradation(raw_run):
     """Unlike the raw counts, the SDOML store's 304 Å quiet Sun follows the undegraded Sun
     (the noise-free model at each frame) with no trend over eight months."""
-    from sdofm.sources.synthetic.generate import _Sun
+    from sdofm.sources.synthetic.model import SunModel
 
     aia = _year(raw_run / "sdomlv2_small.zarr")
     t = frame_times(aia["304A"])
-    model = _Sun(SyntheticSun(**RAW))
+    model = SunModel(SyntheticSun(**RAW))
     x, y = _disk_coords(aia["304A"])
     inner = np.hypot(x, y) < 0.9
     truth = np.array([np.median(model.render(ti, RAW["image_size"])[2]["304A"][inner]) for ti in t])
@@ -739,3 +739,53 @@ def test_b0_shifts_region_latitude(tilted_run):
     # The apparent latitude is displaced by -B0 (within a degree), not left at φ.
     assert np.abs(shift + tilt).max() < 1.5, shifts
     assert np.abs(shift).min() > 2.5, shifts
+
+
+# --- Warm loops (211 Å) -------------------------------------------------------------------------
+
+
+def test_211_envelope_reaches_beyond_the_footprints():
+    """A region's 211 Å emission reaches well past where every other channel shows it, and its
+    own loop temperature sets how bright it is in 211 Å only."""
+    from sdofm.sources.synthetic.instrument import render_channel
+    from sdofm.sources.synthetic.sun import Disk
+
+    disk = Disk(128)
+    dist = disk.distance(0.0, 0.0)
+    far = np.abs(dist - np.deg2rad(8.0)) < np.deg2rad(1.0)  # a ring 8° from its centre
+
+    def excess(name: str, response: float) -> np.ndarray:
+        region = (dist, np.deg2rad(3.0), 0.5, 1, response, np.deg2rad(7.5))
+        return render_channel(name, disk, [region], []) - render_channel(name, disk, [], [])
+
+    reach = {c: excess(c, 1.0)[far].mean() / excess(c, 1.0).max() for c in AIA_CHANNELS}
+    others = max(v for c, v in reach.items() if c != "211A")
+    assert reach["211A"] > 3 * others, reach  # 0.35 against 171 Å's 0.08
+    for name in AIA_CHANNELS:  # a cooler region: fainter in 211 Å, the same elsewhere
+        ratio = excess(name, 0.5).sum() / excess(name, 1.0).sum()
+        assert ratio < 0.7 if name == "211A" else ratio == pytest.approx(1.0), (name, ratio)
+
+
+def test_loop_temperature_follows_flux_and_complexity():
+    """Loops are hotter in regions of more flux and more complexity, and cool as they decay."""
+    from sdofm.sources.synthetic.corona import loop_logt
+    from sdofm.sources.synthetic.sun import RegionState
+
+    flux = np.array([1e21, 3e21, 1e22, 1e22])
+    complexity = np.array([1, 1, 1, 3])
+    n = len(flux)
+    zeros = np.zeros(n)
+    state = RegionState(
+        region_id=zeros,
+        lat=zeros,
+        lon=zeros,
+        flux=flux,
+        separation=np.full(n, 3.0),
+        tilt=zeros,
+        polarity=np.ones(n),
+        complexity=complexity,
+        age=zeros,
+    )
+    logt = loop_logt(state, np.zeros(n))
+    assert (np.diff(logt) > 0).all(), logt
+    assert logt.min() > 6.0 and logt.max() < 6.6, logt  # 1-4 MK: warm active-region loops

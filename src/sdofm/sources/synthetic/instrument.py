@@ -36,6 +36,7 @@ class Channel:
     flare_delay_min: float  # delay of the channel's flare peak after the GOES peak (cooling)
     network: float = 0.4  # brightening of the quiet Sun per unit of network (see network.py)
     shear: float = 0.0  # extra core emission per step of complexity (sheared, hot δ-region cores)
+    envelope: float = 0.0  # peak of the warm-loop envelope (see corona.py), in units of `quiet`
 
     def core(self, complexity: np.ndarray | int) -> np.ndarray | float:
         """Gain of a region's core emission with its complexity (1 = β: no gain)."""
@@ -49,7 +50,7 @@ CHANNELS: dict[str, Channel] = {
     "131A": Channel(8.0, 30.0, 1.4, 0.6, 0.30, 0.6, 2.9, 12.0, 1.109, 300.0, 0.0, 0.5, 2.0),
     "171A": Channel(300.0, 8.0, 0.9, 0.8, 0.40, 1.2, 2.0, 9.0, 3.466, 2.0, 20.0, 0.5),
     "193A": Channel(300.0, 10.0, 1.1, 0.8, 0.40, 1.0, 2.0, 8.0, 2.131, 4.0, 14.0, 0.5, 0.25),
-    "211A": Channel(80.0, 15.0, 1.2, 0.8, 0.35, 0.9, 2.9, 7.0, 0.741, 8.0, 10.0, 0.5, 0.5),
+    "211A": Channel(80.0, 4.0, 1.2, 0.8, 0.35, 0.9, 2.9, 7.0, 0.741, 8.0, 10.0, 0.5, 0.5, 6.0),
     "304A": Channel(60.0, 10.0, 1.0, 0.5, 0.25, 1.1, 2.9, 3.0, 0.218, 6.0, 16.0, 0.5),
     "335A": Channel(5.0, 20.0, 1.3, 0.7, 0.30, 0.8, 2.9, 4.0, 0.024, 40.0, 6.0, 0.5, 1.0),
     "1600A": Channel(50.0, 3.0, 0.8, -0.4, 0.0, 0.7, 1.0, 10.0, 0.255, 3.0, 2.0, 0.4),
@@ -134,14 +135,15 @@ def flare_sigma(disk: Disk) -> float:
 def render_channel(
     name: str,
     disk: Disk,
-    regions: list[tuple[np.ndarray, float, float]],
+    regions: list[tuple],
     flares: list[tuple[np.ndarray, float]],
     network: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Noise-free intensity (DN/s) of channel ``name`` on ``disk``.
 
-    ``regions`` holds (distance map in rad, spot separation in rad, flux/1e22, complexity) per
-    visible region: complex regions have brighter hot cores (``shear``);
+    ``regions`` holds (distance map in rad, spot separation in rad, flux/1e22, complexity,
+    warm-loop response, envelope width in rad) per visible region: complex regions have brighter
+    hot cores (``shear``), and channels with an ``envelope`` see the warm loops (`corona`);
     ``flares`` holds (distance map, flux in GOES C1 units as this channel sees it now);
     ``network`` the brightness of the enhanced network (`Network.maps`).
     """
@@ -158,12 +160,12 @@ def render_channel(
     # EUV corona (falling off with height); the UV continuum has nothing off the disk.
     height = np.where(disk.on, 1.0, np.exp(-(disk.r - 1.0) / 0.05) if ch.corona > 0 else 0.0)
     active = np.zeros_like(img)
-    for dist, separation, strength, complexity in regions:
+    for dist, separation, strength, complexity, response, env_width in regions:
         sigma = ch.width * separation
-        core = ch.core(complexity)
-        active += (
-            ch.quiet * ch.contrast * core * strength**ch.gamma * np.exp(-0.5 * (dist / sigma) ** 2)
-        )
+        core = ch.contrast * ch.core(complexity) * np.exp(-0.5 * (dist / sigma) ** 2)
+        if ch.envelope:
+            core = core + ch.envelope * response * np.exp(-0.5 * (dist / env_width) ** 2)
+        active += ch.quiet * strength**ch.gamma * core
     sigma_flare = flare_sigma(disk)
     for dist, c1 in flares:
         active += ch.quiet * ch.flare_gain * c1 * np.exp(-0.5 * (dist / sigma_flare) ** 2)

@@ -101,6 +101,7 @@ class RegionState:
     tilt: np.ndarray  # deg
     polarity: np.ndarray
     complexity: np.ndarray
+    age: np.ndarray  # days since emergence
 
     @property
     def visible(self) -> np.ndarray:
@@ -130,6 +131,7 @@ def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
         tilt=column("tilt_deg"),
         polarity=column("polarity"),
         complexity=column("complexity"),
+        age=age[alive],
     )
 
 
