@@ -223,10 +223,10 @@ def planted_sun(truth: Path):
     come from the seed, nothing is rendered) and refused unless its active regions are those
     of ``regions.csv``: an oracle must read this run's truth, not another generator's.
     """
-    from sdofm.sources.synthetic.generate import SyntheticSun, _Sun
+    from sdofm.sources.synthetic.model import SunModel, SyntheticSun
 
     try:
-        model = _Sun(
+        model = SunModel(
             SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"])
         )
         table = pd.read_csv(truth / "regions.csv", parse_dates=["emergence"])

@@ -41,10 +41,10 @@ def planted_f107(truth: Path, days) -> np.ndarray:
     """The unsigned flux (Mx) of the regions the synthetic radio telescope saw when it observed
     each day, with the generator's own fade across the limb: what its F10.7 is made of, before
     the noise. NaN on days it never observed."""
-    from sdofm.sources.synthetic.generate import F107_LIMB_DEG, _f107_times
+    from sdofm.sources.synthetic.indices import F107_LIMB_DEG, f107_times
 
     model = planted_sun(Path(truth))
-    when = _f107_times(model.sun)
+    when = f107_times(model.sun)
     when = pd.Series(when, index=when.floor("D")).reindex(pd.DatetimeIndex(days))
     flux = np.full(len(when), np.nan)
     seen = when.notna().to_numpy()

@@ -61,14 +61,13 @@ def largest_flare_ahead(flares: pd.DataFrame, times, horizon: pd.Timedelta, min_
 def planted_flare_rate(truth: Path, times, horizon: pd.Timedelta, min_class: str) -> np.ndarray:
     """Expected number of front-side flares >= ``min_class`` peaking in (t, t + horizon].
 
-    The synthetic Sun draws each region's flares as a Poisson process of rate
-    `RATE_PER_DAY` · (peak flux / 3e21 Mx)^1.5 · complexity² · growth(age) and peak fluxes from
-    a power law of index `FLARE_INDEX` above C1 (``flares.make_flares``, which has no function
-    of its own for it: keep the two in step; a test checks this against its catalogue). The
-    rate is integrated in 3-hour steps over the planted regions while they are on the front side.
+    The synthetic Sun draws each region's flares as a Poisson process of rate `peak_rate`
+    (flux, complexity) times its growth curve, with peaks from a power law above C1
+    (`share_above`); the rate is integrated in 3-hour steps over the planted regions while
+    they are on the front side.
     """
     from sdofm.sources.events import goes_class_to_flux
-    from sdofm.sources.synthetic.flares import FLARE_INDEX, MIN_PEAK, RATE_PER_DAY
+    from sdofm.sources.synthetic.flares import peak_rate, share_above
     from sdofm.sources.synthetic.sun import region_states
 
     table = planted_sun(Path(truth)).regions.sort_values("region_id")
@@ -80,11 +79,10 @@ def planted_flare_rate(truth: Path, times, horizon: pd.Timedelta, min_class: str
     for k, mid in enumerate(edges[:-1] + step / 2):
         s = region_states(regions, mid)
         front, top = np.abs(s.lon) < 90.0, peak[np.searchsorted(ids, s.region_id)]
-        rate[k] = np.sum((top / 3e21) ** 1.5 * s.complexity**2 * (s.flux / top) * front)
-    count = np.concatenate([[0.0], np.cumsum(rate * RATE_PER_DAY * step / pd.Timedelta(days=1))])
+        rate[k] = np.sum(peak_rate(top, s.complexity) * (s.flux / top) * front)
+    count = np.concatenate([[0.0], np.cumsum(rate * step / pd.Timedelta(days=1))])
     at = lambda x: np.interp(x.asi8, edges.asi8, count)  # noqa: E731
-    share = min(1.0, (MIN_PEAK / goes_class_to_flux(min_class)) ** (FLARE_INDEX - 1.0))
-    return (at(t + horizon) - at(t)) * share
+    return (at(t + horizon) - at(t)) * share_above(goes_class_to_flux(min_class))
 
 
 def integrated_gradients(f, x: torch.Tensor, steps: int = 32) -> torch.Tensor:

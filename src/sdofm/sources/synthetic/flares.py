@@ -8,13 +8,32 @@ import pandas as pd
 from sdofm.sources.goes import flux_to_goes_class
 from sdofm.sources.synthetic.sun import EARTH_ORBIT_DEG_PER_DAY, growth, snodgrass_rate
 
-__all__ = ["FLARE_INDEX", "FlareSet", "goes_xrs", "make_flares", "profile"]
+__all__ = [
+    "FLARE_INDEX",
+    "FlareSet",
+    "goes_xrs",
+    "make_flares",
+    "peak_rate",
+    "profile",
+    "share_above",
+]
 
 FLARE_INDEX = 2.0  # dN/dF ∝ F^-α for the GOES peak flux (α ≈ 2, e.g. Veronig et al. 2002)
 MIN_PEAK = 1e-6  # W/m², GOES C1.0: the smallest flare catalogued
 MAX_PEAK = 2e-3  # X20
 RATE_PER_DAY = 0.08  # ≥C1 flares per day of a β region of 3e21 Mx at its peak
 BACKGROUND = 4e-9  # W/m², quiet-Sun 1–8 Å level (A4)
+
+
+def peak_rate(flux_mx, complexity):
+    """≥C1 flares per day of a region at the peak of its growth curve: `RATE_PER_DAY` for a β
+    region of 3e21 Mx, ∝ flux^1.5 · complexity² (its rate at another age: times its growth)."""
+    return RATE_PER_DAY * (np.asarray(flux_mx) / 3e21) ** 1.5 * np.asarray(complexity) ** 2
+
+
+def share_above(peak_flux: float) -> float:
+    """The fraction of the catalogued flares (≥ C1) whose GOES peak is at least ``peak_flux``."""
+    return min(1.0, (MIN_PEAK / peak_flux) ** (FLARE_INDEX - 1.0))
 
 
 def make_flares(
@@ -30,8 +49,7 @@ def make_flares(
         life = 6.0 * r.lifetime_days
         ages = np.linspace(0.0, life, 400)
         weight = growth(ages, r.lifetime_days)
-        peak_rate = RATE_PER_DAY * (r.flux_mx / 3e21) ** 1.5 * r.complexity**2
-        expected = peak_rate * np.trapezoid(weight, ages)
+        expected = peak_rate(r.flux_mx, r.complexity) * np.trapezoid(weight, ages)
         n = rng.poisson(expected)
         if n == 0:
             continue
