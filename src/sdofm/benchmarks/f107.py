@@ -27,6 +27,7 @@ import torch
 import xarray as xr
 
 from sdofm import SdofmError
+from sdofm.benchmarks.arm_groups import BASELINES
 from sdofm.benchmarks.baselines import disk_features, planted_sun, ridge_on_val
 from sdofm.benchmarks.heads import TargetScaler, fit, make_head, predict
 from sdofm.benchmarks.metrics import Metric, mape, pearson_r, rmse
@@ -83,6 +84,7 @@ class F107(Task):
         series.index = pd.DatetimeIndex(series.index).floor("D")
         series = series[~series.index.duplicated()]
         self.usable = ds.valid.values & np.isfinite(self.ctx.pretrained.embeddings).all(axis=1)
+        self.rsun = float(ds.attrs.get("rsun_px", RSUN_ARCSEC / CDELT_512 / 512 * ds.sizes["x"]))
         steps = pd.DataFrame(
             {"day": pd.DatetimeIndex(ds.time.values).floor("D"), "split": ds.split.values}
         )
@@ -137,8 +139,6 @@ class F107(Task):
     def _features(self) -> np.ndarray:
         """`disk_features` of every usable time step, averaged per day."""
         ds, rows = self.ctx.ds, np.flatnonzero(self.usable)
-        size = ds.sizes["x"]
-        self.rsun = float(ds.attrs.get("rsun_px", RSUN_ARCSEC / CDELT_512 / 512 * size))
         feats = np.full(
             (ds.sizes["time"], 1 + sum(c.endswith("A") for c in self.ctx.channels)), 0.0
         )
@@ -198,12 +198,19 @@ class F107(Task):
 
         return train
 
+    def group_extra(self, group: str, samples: Samples, preds) -> dict[str, Any]:
+        return {"ridge_alpha": dict(self.alpha)}  # the penalties its ridge arms chose
+
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         steps = np.diff(samples.y)[np.diff(samples.times) == np.timedelta64(1, "D")]
+        alpha = {}  # the first run's (unnamed, as its arms) and the baselines', then other runs'
+        for k, (group, extra) in enumerate(self.groups.items()):
+            suffix = "" if k == 0 or group == BASELINES else f"@{group}"
+            alpha |= {f"{arm}{suffix}": a for arm, a in extra.get("ridge_alpha", {}).items()}
         return {
             "target": self.params["target"],
             "hmi_field": self.params["hmi_field"],
-            "ridge_alpha": self.alpha,
+            "ridge_alpha": alpha,
             "rms_day_to_day_change_sfu": float(np.sqrt(np.nanmean(steps**2))),
         }
 

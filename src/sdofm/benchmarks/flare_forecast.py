@@ -32,6 +32,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from sdofm import SdofmError
+from sdofm.benchmarks.arm_groups import BASELINES
 from sdofm.benchmarks.baseline_nets import FlareResNet
 from sdofm.benchmarks.baselines import flare_persistence, goes_persistence, planted_sun
 from sdofm.benchmarks.heads import balanced_bce, fit, make_head, pooled, predict, standardiser
@@ -230,17 +231,33 @@ class FlareForecast(Task):
             }
         label = {k: self.params[k] for k in ("min_class", "horizon_hours")}
         label["positives"] = {s: int(y[samples.where(s)].sum()) for s in ("train", "val", "test")}
-        return {"label": label, "recall": recall, "goes_persistence": self.goes_note}
+        goes = self.groups.get(BASELINES, {}).get("goes_note", "not recorded")
+        return {"label": label, "recall": recall, "goes_persistence": goes}
+
+    def group_extra(self, group: str, samples: Samples, preds) -> dict[str, Any]:
+        """The baselines' GOES note; a run's FM-head saliency maps (its backbone is loaded here,
+        not in the scoring step that writes the figures)."""
+        if group == BASELINES:
+            return {"goes_note": self.goes_note}
+        picked = self._picked(samples)
+        shape = (len(picked), *self.ctx.ds.images.shape[-2:])
+        return {"saliency": self._saliency(samples, preds, picked, shape).tolist()}
+
+    def _picked(self, samples: Samples) -> list[int]:
+        """The last test step before each of the largest flares of the test split."""
+        info = self.flares.iloc[np.maximum(self.ahead, 0)].reset_index(drop=True)
+        size = np.array([goes_class_to_flux(c) for c in info.goes_class]) * (self.ahead >= 0)
+        picked: list[int] = []
+        for r in sorted(samples.where("test")[::-1], key=lambda r: -size[r]):
+            new = size[r] and self.ahead[r] not in self.ahead[picked]
+            if new and len(picked) < self.params["saliency_events"]:
+                picked.append(r)
+        return picked
 
     def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
         test = samples.where("test")
         info = self.flares.iloc[np.maximum(self.ahead, 0)].reset_index(drop=True)
-        size = np.array([goes_class_to_flux(c) for c in info.goes_class]) * (self.ahead >= 0)
-        picked: list[int] = []  # the last step before each of the largest flares of the test
-        for r in sorted(test[::-1], key=lambda r: -size[r]):
-            new = size[r] and self.ahead[r] not in self.ahead[picked]
-            if new and len(picked) < self.params["saliency_events"]:
-                picked.append(r)
+        picked = self._picked(samples)
         bz = "Bz" if "Bz" in self.ctx.channels else self.params["baseline_channels"][0]
         mag = self.ctx.physical(np.array(picked, int), [bz])[:, 0]
         rsun = float(
@@ -248,10 +265,12 @@ class FlareForecast(Task):
         )
         where = np.where(self.ahead[test] >= 0, 1.0, np.nan)
         img = ("event", "y", "x")
+        first = next((e for g, e in self.groups.items() if g != BASELINES), {})
+        saliency = np.asarray(first.get("saliency", np.zeros(mag.shape)), np.float32)
         return xr.Dataset(
             {
                 "magnetogram": (img, mag, {"units": "G", "channel": bz}),
-                "saliency": (img, self._saliency(samples, preds, picked, mag.shape)),
+                "saliency": (img, saliency),
                 "event_time": ("event", samples.times[picked]),
                 "event_class": ("event", info.goes_class.to_numpy()[picked].astype(str)),
                 "event_lon": ("event", info.lon.to_numpy(float)[picked]),

@@ -127,6 +127,7 @@ class Task:
     folds = 1
     single_frame = False  # True: the FM arms need a backbone of single frames
     fractions: tuple[float, ...] = ()  # label-efficiency curve: % of the training labels
+    groups: dict[str, dict[str, Any]] = {}  # the scoring step's: each group's `group_extra`
 
     def __init__(self, ctx: Context):
         self.ctx, self.params = ctx, ctx.params
@@ -144,10 +145,11 @@ class Task:
         """Task-specific results for metrics.json's ``extra`` (none by default)."""
         return {}
 
-    def run_extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
-        """Results of one named run that need its backbone (e.g. probes at the checkpoints kept
-        during pretraining), computed in the run's arm job; ``preds``: its FM head and control.
-        metrics.json's ``extra`` holds the first run's, ``extra.run_extra`` every run's."""
+    def group_extra(self, group: str, samples: Samples, preds: dict[str, list[np.ndarray]]):
+        """What a group's training job knows and the scoring step does not (the penalties its
+        arms chose, a run's probes at its kept checkpoints, saliency through its backbone):
+        JSON-able, saved with the group; the scoring step sets ``self.groups`` (group name ->
+        this, named runs first, then the baselines) before `extra` and `figures`."""
         return {}
 
     def figures(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> xr.Dataset:
@@ -189,9 +191,7 @@ def fm_group(task: Task, samples: Samples, run: str) -> ArmGroup:
         "embeddings_checkpoint_sha256": ctx.embeddings_sha,
         "pretraining_intervals": ctx.pretraining_intervals,
     }
-    group = _train_group(task, samples, run, arms, meta)
-    group.meta["extra"] = task.run_extra(samples, group.preds)
-    return group
+    return _train_group(task, samples, run, arms, meta)
 
 
 def baseline_group(task: Task, samples: Samples) -> ArmGroup:
@@ -213,6 +213,7 @@ def _train_group(task, samples, name, arms, meta) -> ArmGroup:
         for p in task.fractions
         if p < 100
     }
+    meta = meta | {"extra": task.group_extra(name, samples, preds)}
     return ArmGroup(name, samples.times, samples.split, info, preds, curves, meta)
 
 
@@ -263,9 +264,8 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
         }
         for g in runs
     }
-    result.extra = task.extra(samples, preds) | runs[0].meta.get("extra", {})
-    if len(runs) > 1:
-        result.extra["run_extra"] = {g.name: g.meta.get("extra", {}) for g in runs}
+    task.groups = {g.name: g.meta.get("extra", {}) for g in ordered}
+    result.extra = task.extra(samples, preds)
     if skipped:
         result.extra["not_applicable"] = skipped
     if dropped:  # validation/test rows left out for all arms: a run has no embedding there

@@ -12,11 +12,12 @@ Arms (the runner adds the random-init control and the label-efficiency curve, `f
 - ``cnn_supervised``: a small CNN trained from scratch on the normalised images;
 - ``climatology``: the training mean (R² ≈ 0). No oracle: the targets are the truth itself.
 Metrics: R² per continuous target, their mean (headline), and the δ flag's ROC AUC.
-``extra``: the definitions; and per named run (`run_extra`, in the run's arm job, where its
-backbone is loaded) the probe at every checkpoint kept during pretraining (headline with its
-interval against the step; `sdofm.training.kept` refuses files from another run), and
-flare location (lat/lon of a front-side flare in progress at the frame), a separate subset
-scored by the mean great-circle error of ridge probes when every split has enough such rows.
+``extra``: the definitions; and per named run (`group_extra`, in the run's arm job, where its
+backbone is loaded; the first run's at the top, every run's under ``per_run``) the probe at
+every checkpoint kept during pretraining (headline with its interval against the step;
+`sdofm.training.kept` refuses files from another run), and flare location (lat/lon of a
+front-side flare in progress at the frame), a separate subset scored by the mean great-circle
+error of ridge probes when every split has enough such rows.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 
 from sdofm import SdofmError
 from sdofm.benchmarks import scoring
+from sdofm.benchmarks.arm_groups import BASELINES
 from sdofm.benchmarks.baselines import climatology_arm, cnn_arm, ridge_arm
 from sdofm.benchmarks.inputs import Backbone
 from sdofm.benchmarks.metrics import Metric, mean_r2, on_column, r2, roc_auc
@@ -152,7 +154,7 @@ class TruthProbe(Task):
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         p = self.params
-        return {
+        out = {
             "targets": {
                 "n_visible": f"regions at |lon| < 90 deg with flux >= 1e{p['min_log10_flux']:g} Mx",
                 "log10_flux_max": "log10 flux (Mx) of the largest visible region",
@@ -164,8 +166,16 @@ class TruthProbe(Task):
                 s: float(np.mean(samples.y[samples.where(s), 4])) for s in ("train", "val", "test")
             },
         }
+        runs = {g: e for g, e in self.groups.items() if g != BASELINES}
+        if runs:  # the first run's at the top (what the report shows), every run's below
+            out |= next(iter(runs.values()))
+        if len(runs) > 1:
+            out["per_run"] = runs
+        return out
 
-    def run_extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    def group_extra(self, group: str, samples: Samples, preds) -> dict[str, Any]:
+        if group == BASELINES:
+            return {}
         return {
             "pretraining_steps": self._steps(samples, preds),
             "flare_location": self._flare_location(samples),

@@ -85,7 +85,6 @@ def benchmark(args, params):
         from sdofm.benchmarks.arm_groups import read_group
 
         task, samples = rn.prepare(task_cls, inputs, params)
-        task.arms(samples)  # built, never trained: the state the task's extra() and figures() read
         groups = [read_group(path) for path in args.group]
         result = rn.score_groups(task, samples, groups, args.out)
     else:
