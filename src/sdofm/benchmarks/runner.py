@@ -224,8 +224,8 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
     proto = task.ctx.protocol
     skipped = {g.name: g.meta["not_applicable"] for g in groups if "not_applicable" in g.meta}
     groups = [g for g in groups if g.name not in skipped]
-    runs = [g for g in groups if g.name != BASELINES]
-    if not runs or len(runs) == len(groups):
+    names = {g.name for g in groups}
+    if BASELINES not in names or names == {BASELINES}:
         msg = f"{task.name}: scoring needs the {BASELINES} group and at least one named run"
         raise SdofmError(msg)
     # every arm on the same rows: those that every run's backbone embedded
