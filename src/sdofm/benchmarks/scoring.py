@@ -49,15 +49,19 @@ class _Views:
                     }
                 )
 
-    def values(self, idx: np.ndarray, seeds: dict[str, int]) -> dict[str, np.ndarray]:
-        """Every metric of every arm on test rows ``idx``, each arm at its seed index."""
+    def values(
+        self, idx: np.ndarray, seeds: dict[str, int], arms=None, metrics=None
+    ) -> dict[str, np.ndarray]:
+        """Each metric (default all) of each arm (default all) on test rows ``idx``, each arm
+        at its seed index."""
         out = {}
-        for name, runs in self.runs.items():
+        for name in self.runs if arms is None else arms:
+            runs = self.runs[name]
             v = runs[seeds.get(name, 0) % len(runs)]
             out[name] = np.array(
                 [
                     np.nanmean(v[m.name][idx]) if m.per_row else m.fn(self.y[idx], v[m.name][idx])
-                    for m in self.metrics
+                    for m in (self.metrics if metrics is None else metrics)
                 ],
                 float,
             )
@@ -76,7 +80,7 @@ def score(task, samples, preds, proto) -> dict[str, Any]:
     out: dict[str, Any] = {"thresholds": views.thresholds, "groups": {}}
     for group, idx in groups.items():
         per_seed = {
-            n: [views.values(idx, {n: s})[n] for s in range(len(r))] for n, r in views.runs.items()
+            n: [views.values(idx, {n: s}, [n])[n] for s in range(len(r))] for n, r in views.runs.items()
         }
         draws = []
         for boot in pr.block_resamples(
@@ -101,9 +105,12 @@ def _interval(draws: list[float], level: float) -> list[float | None]:
 def _iid_ratio(task, views, proto, draws) -> float | None:
     """Our FM headline interval's width over that of an iid bootstrap of one seed's errors."""
     k = [m.name for m in task.metrics].index(task.headline)
-    n = len(views.test)
+    n, headline = len(views.test), [task.metrics[k]]
     rng = np.random.default_rng(proto.seeds[0] + 1)
-    iid = [views.values(rng.integers(0, n, n), {})[FM][k] for _ in range(proto.bootstrap)]
+    iid = [
+        views.values(rng.integers(0, n, n), {}, [FM], headline)[FM][0]
+        for _ in range(proto.bootstrap)
+    ]
     lo_i, hi_i = _interval(iid, proto.level)
     lo, hi = _interval([d[FM][k] for d in draws], proto.level)
     if None in (lo_i, hi_i, lo, hi) or hi_i <= lo_i:
