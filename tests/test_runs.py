@@ -243,6 +243,40 @@ def test_the_sweep_chooses_on_validation_and_ignores_a_better_test_score(tmp_pat
     assert table.loc[table["chosen"], "run"].tolist() == ["mask_ratio~0.75"]
 
 
+@pytest.mark.workflow
+def test_a_three_point_sweep_runs_on_the_tiny_run(finished_run, tmp_path):
+    """A grid of three mask ratios over the tiny run, chosen on the pretraining probe: three
+    pretraining jobs, each with its point's setting; the table scores each point with its own
+    probe and marks the best; the data and the baselines are not rebuilt."""
+    import shutil
+
+    import torch
+
+    from tests.conftest import TINY, snakemake
+
+    work = tmp_path / "work"
+    shutil.copytree(finished_run, work, symlinks=True)
+    ratios = [0.5, 0.75, 0.9]
+    config = tmp_path / "sweep.yaml"
+    sweep = {"sweep": {"grid": {"mask_ratio": ratios}, "select": "probe"}}
+    config.write_text(yaml.safe_dump(yaml.safe_load(TINY.read_text()) | sweep))
+    run = snakemake(work, "results/sweep/sweep.csv", configfile=config)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ran = _jobs(run.stdout + run.stderr)
+    assert {r for r, _ in ran} == {"pretrain_backbone", "select_sweep"}, ran
+    table = pd.read_csv(work / "results" / "sweep" / "sweep.csv")
+    assert table["run"].tolist() == [f"mask_ratio~{r}" for r in ratios]
+    assert table["mask_ratio"].tolist() == ratios
+    for run_name, ratio, score in table[["run", "mask_ratio", "selection score"]].values:
+        pretrain = work / "results" / "pretrain" / run_name
+        ckpt = torch.load(pretrain / "model.ckpt", map_location="cpu", weights_only=False)
+        assert ckpt["hyper_parameters"]["config"]["mask_ratio"] == ratio
+        probe = json.loads((pretrain / "summary.json").read_text())["final_probe_r2"]
+        assert score == pytest.approx(probe)
+    assert table["chosen"].sum() == 1
+    assert table["selection score"].idxmax() == table["chosen"].idxmax()
+
+
 def test_random_sweep_points_are_seeded_and_in_range():
     from sdofm.sweep import sweep_points
 
