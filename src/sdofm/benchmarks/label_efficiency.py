@@ -10,9 +10,8 @@ far fewer labels than a model trained from scratch. Measured here on the virtual
   deviation (penalty chosen on validation) — few parameters, so it needs few labels;
 - ``cnn_from_scratch``: a CNN on the normalised AIA images;
 - ``climatology``: the labelled rows' mean;
-- ``oracle`` (synthetic Sun, with ``--truth``): virtual EVE's oracle ceiling (ridge from the
-  noise-free AIA disk means), fitted on every training label at every fraction: a ceiling, not
-  a label-limited model, so its curve is flat.
+- ``oracle`` (synthetic Sun, with ``--truth``): virtual EVE's oracle ceiling, the noise-free
+  lines from the generator's ground truth: it needs no labels, so its curve is flat.
 At every fraction each seed trains on its own contiguous block of the training period (the
 runner's ``label_subset``): k labels from one stretch of time, as labels come in practice.
 Only labels are scarce: normalisation statistics and the validation split are the same at every
@@ -20,8 +19,6 @@ fraction. The runner scores every fraction like the main (100 %) comparison, int
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import torch
@@ -73,15 +70,8 @@ class LabelEfficiency(VirtualEVE):
         }
         truth = self.ctx.inputs.truth_file("aia_disk_mean.csv")
         if truth is not None:
-            oracle, every = self._oracle(truth, samples), samples.where("train")
-            arms["oracle"] = Arm(
-                "oracle",
-                "virtual EVE's oracle (ridge on the noise-free AIA disk means), on every "
-                "training label at every fraction (synthetic ground truth)",
-                lambda f: oracle(dataclasses.replace(f, rows=f.rows | {"train": every})),
-                seeded=False,
-                tuned=False,
-            )
+            what = "virtual EVE's oracle: the noise-free lines (synthetic ground truth, no labels)"
+            arms["oracle"] = Arm("oracle", what, self._oracle(truth, samples), False, False)
         return arms
 
     def extra(self, samples, preds) -> dict:

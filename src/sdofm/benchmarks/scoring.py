@@ -80,7 +80,8 @@ def score(task, samples, preds, proto) -> dict[str, Any]:
     out: dict[str, Any] = {"thresholds": views.thresholds, "groups": {}}
     for group, idx in groups.items():
         per_seed = {
-            n: [views.values(idx, {n: s}, [n])[n] for s in range(len(r))] for n, r in views.runs.items()
+            n: [views.values(idx, {n: s}, [n])[n] for s in range(len(r))]
+            for n, r in views.runs.items()
         }
         draws = []
         for boot in pr.block_resamples(

@@ -6,8 +6,9 @@ Arms (every one on the same rows; the runner adds the random-init control):
   mean and standard deviation of each AIA channel (standardised, as every input here);
 - ``paper``: that linear model plus the paper's CNN on the images, trained on its residual;
 - ``climatology``: the training mean of each line;
-- ``oracle`` (synthetic Sun): ridge from the noise-free disk means of the AIA channels, which
-  the generator drives the lines with; a ceiling no image model can beat by much.
+- ``oracle`` (synthetic Sun): the noise-free lines themselves, computed again by the
+  generator from its ground truth (disk means, hot cores, flares): only MEGS-A's 0.3 %
+  measurement noise is left, a ceiling no model can beat.
 There is no persistence arm: the task is a nowcast from images (the instrument it replaces
 measures nothing to persist from). After MEGS-A's last measurement every arm predicts the lines
 as a virtual instrument (``extra`` rows), scored against the synthetic truth where it exists.
@@ -25,8 +26,9 @@ import torch
 import xarray as xr
 from torch import nn
 
+from sdofm import SdofmError
 from sdofm.benchmarks.baseline_nets import ResidualCNN
-from sdofm.benchmarks.baselines import channel_statistics, ridge_on_val
+from sdofm.benchmarks.baselines import channel_statistics, planted_sun
 from sdofm.benchmarks.heads import TargetScaler, fit, make_head, predict, standardiser
 from sdofm.benchmarks.metrics import Metric, median_rae, relative_absolute_error
 from sdofm.benchmarks.runner import Arm, Samples, Task
@@ -154,29 +156,25 @@ class VirtualEVE(Task):
         }
         truth = self.ctx.inputs.truth_file("aia_disk_mean.csv")
         if truth is not None:
-            arms["oracle"] = Arm(
-                "oracle",
-                "ridge on log10 of the noise-free AIA disk means (synthetic ground truth)",
-                self._oracle(truth, samples),
-                seeded=False,
-            )
+            what = "the noise-free lines, from the generator's ground truth (no fit)"
+            arms["oracle"] = Arm("oracle", what, self._oracle(truth, samples), False, False)
         return arms
 
     def _oracle(self, path, samples: Samples):
+        """The lines the synthetic Sun drove MEGS-A with at each sample time, before noise."""
+        from sdofm.sources.synthetic.eve_store import noise_free_lines
+
         table = pd.read_csv(path, index_col=0, parse_dates=True).sort_index()
-        pos = table.index.get_indexer(pd.DatetimeIndex(samples.times), method="nearest")
-        x = np.log10(np.clip(table.to_numpy(np.float64)[pos], 1e-6, None))
-
-        def train(f):
-            scale = TargetScaler(f.y[f.rows["train"]], log=True)
-            y = np.zeros((len(f.y), f.y.shape[1]))
-            for s in ("train", "val"):
-                y[f.rows[s]] = scale(f.y[f.rows[s]]).numpy()
-            model, _ = ridge_on_val(x, y, f.rows["train"], f.rows["val"])
-            z = (x - model.feature_mean_) / model.feature_std_
-            return lambda rows: scale.inverse(model.predict(z[rows]))
-
-        return train
+        times = pd.DatetimeIndex(samples.times)
+        pos = table.index.get_indexer(times)
+        if (pos < 0).any():
+            missing = times[pos < 0][0]
+            msg = f"{path}: no noise-free disk mean at {missing} (the truth of another Sun?)"
+            raise SdofmError(msg)
+        model = planted_sun(path.parent)
+        lines = noise_free_lines(model, times, table[list(AIA_CHANNELS)].to_numpy(float)[pos])
+        pred = np.stack([lines[name] for name in samples.outputs], axis=1)
+        return lambda f: lambda rows: pred[rows]
 
     def extra(self, samples: Samples, preds: dict[str, list[np.ndarray]]) -> dict[str, Any]:
         """The virtual instrument after MEGS-A, scored against the synthetic truth if any."""

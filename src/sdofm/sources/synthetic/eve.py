@@ -95,18 +95,24 @@ def hot_share(line: str) -> float:
 
 
 def eve_irradiance(
-    relative: dict[str, np.ndarray], rng: np.random.Generator, hot: np.ndarray | float = 0.0
+    relative: dict[str, np.ndarray],
+    rng: np.random.Generator | None,
+    hot: np.ndarray | float = 0.0,
+    noise: float = NOISE,
 ) -> dict[str, np.ndarray]:
     """Line irradiances from each channel's disk-integrated emission relative to the quiet Sun.
 
     ``hot`` is a DEM-like index of the hot plasma, not a function of the channel means: it
     grows with the square of each region's (and flare's) hot-core emission, so a few bright
-    cores raise the hot lines more than many faint ones of the same total.
+    cores raise the hot lines more than many faint ones of the same total. ``noise``: the
+    relative measurement noise (0: the lines themselves, ``rng`` unused).
     """
     n = len(next(iter(relative.values())))
     out = {}
     for line, (base, power, weights) in EVE_LINES.items():
         drive = sum(w * relative[ch] for ch, w in weights.items())
         hot_term = 1.0 + HOT_GAIN * hot_share(line) * np.asarray(hot)
-        out[line] = base * drive**power * hot_term * (1.0 + rng.normal(0.0, NOISE, n))
+        out[line] = base * drive**power * hot_term
+        if noise:
+            out[line] = out[line] * (1.0 + rng.normal(0.0, noise, n))
     return out

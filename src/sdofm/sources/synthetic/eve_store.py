@@ -24,7 +24,7 @@ from sdofm.sources.synthetic.instrument import render_channel
 if TYPE_CHECKING:
     from sdofm.sources.synthetic.model import SunModel, SyntheticSun
 
-__all__ = ["EVE_AFTER_MEGSA", "EveWriter", "eve_times"]
+__all__ = ["EVE_AFTER_MEGSA", "EveWriter", "eve_times", "noise_free_lines"]
 
 EVE_FLUSH_ROWS = 10_080  # EVE rows buffered between writes (a week at 1-min cadence)
 # Ground truth: the EVE lines after MEGS-A's end (time + one column per line, W/m^2).
@@ -34,6 +34,32 @@ EVE_AFTER_MEGSA = "eve_after_megsa.csv"
 def eve_times(sun: SyntheticSun) -> pd.DatetimeIndex:
     """The times of the EVE rows: every ``eve_cadence_minutes`` over the run."""
     return pd.date_range(sun.start, sun.end, freq=f"{sun.eve_cadence_minutes}min", inclusive="left")
+
+
+def quiet_means(model: SunModel) -> dict[str, float]:
+    """Each channel's disk mean of the quiet Sun (at the first frame): the lines' reference."""
+    disk = model.disk(model.sun.times[0], model.sun.image_size)
+    return {n: render_channel(n, disk, [], []).mean() for n in AIA_CHANNELS}
+
+
+def line_drivers(model: SunModel, quiet_mean, times, base, cores) -> tuple[dict, np.ndarray]:
+    """What drives the EVE lines at ``times``: each channel's emission relative to the quiet
+    Sun (``base``: its noise-free disk mean there, one array per channel, plus the flares) and
+    the hot-plasma index (the regions' hot ``cores`` and the flares, each squared)."""
+    relative = {}
+    for k, name in enumerate(AIA_CHANNELS):
+        flare = model.flare_disk_mean(times, name, model.sun.image_size)
+        relative[name] = (base[k] + flare) / quiet_mean[name]
+    _, level = model.flare_set.levels(times)
+    return relative, np.log1p(cores + ((level / 10.0) ** 2).sum(axis=1))
+
+
+def noise_free_lines(model: SunModel, times: pd.DatetimeIndex, disk_means: np.ndarray):
+    """The lines MEGS-A would measure at frame ``times`` without its noise, from the frames'
+    noise-free disk means (T, channel): the synthetic Sun's exact EVE truth."""
+    cores = np.array([model.hot_cores(t) for t in times])
+    relative, hot = line_drivers(model, quiet_means(model), times, disk_means.T, cores)
+    return eve_irradiance(relative, None, hot, noise=0.0)
 
 
 class EveWriter:
@@ -55,8 +81,7 @@ class EveWriter:
         self.written = self.rows = 0
         self.truth = truth / EVE_AFTER_MEGSA
         self.megsa_end = pd.Timestamp(sun.megsa_end)
-        disk = model.disk(self.frame_times[0], sun.image_size)
-        self.quiet_mean = {n: render_channel(n, disk, [], []).mean() for n in AIA_CHANNELS}
+        self.quiet_mean = quiet_means(model)
         self.prev: np.ndarray | None = None
 
     def frame(self, i: int, now: np.ndarray, rng: np.random.Generator) -> None:
@@ -88,17 +113,10 @@ class EveWriter:
         between the frames at lo and t, plus the flares at each EVE time (flares are shorter than
         a cadence; the little flare light already in the two frames is not removed)."""
         model = self.model
-        frac = np.clip((sel - lo) / max(t - lo, pd.Timedelta(seconds=1)), 0, 1)
-        relative = {}
-        for k, name in enumerate(AIA_CHANNELS):
-            base = before[k] + (now[k] - before[k]) * np.asarray(frac)
-            flare = model.flare_disk_mean(sel, name, self.sun.image_size)
-            relative[name] = (base + flare) / self.quiet_mean[name]
-        # Hot plasma: the regions' hot cores (between the frames) and the flares, each squared.
+        frac = np.asarray(np.clip((sel - lo) / max(t - lo, pd.Timedelta(seconds=1)), 0, 1))
+        base = [before[k] + (now[k] - before[k]) * frac for k in range(len(AIA_CHANNELS))]
         h_lo, h_t = model.hot_cores(lo), model.hot_cores(t)
-        cores = h_lo + (h_t - h_lo) * np.asarray(frac)
-        _, level = model.flare_set.levels(sel)
-        hot = np.log1p(cores + ((level / 10.0) ** 2).sum(axis=1))
+        relative, hot = line_drivers(model, self.quiet_mean, sel, base, h_lo + (h_t - h_lo) * frac)
         return eve_irradiance(relative, np.random.default_rng([self.sun.seed, 2, int(i)]), hot)
 
     def _add(self, times: pd.DatetimeIndex, values: dict[str, np.ndarray]) -> None:
