@@ -26,9 +26,10 @@ def _inputs() -> np.ndarray:
     return np.exp(3.0 + 4.0 * z)
 
 
-def _fit(x, y, train=np.arange(12)) -> np.ndarray:
-    """The per-pixel arm trained on ``train`` (validation rows given too): predictions of all."""
-    rows = {"train": train, "val": np.arange(12, 16)}
+def _fit(x, y) -> np.ndarray:
+    """The per-pixel arm trained on rows 0-11 (rows 12-15 given as validation): predictions of
+    all rows."""
+    rows = {"train": np.arange(12), "val": np.arange(12, 16)}
     return per_pixel_arm(x)(Fit(rows, y, 0, torch.device("cpu")))(np.arange(N))
 
 
@@ -106,11 +107,11 @@ class _Task:
 def _group(shortcut: float, paper: float, fm: float, spread: float = 0.002) -> dict:
     """Scores of three arms on 200 resamples, around the given values."""
     r = np.random.default_rng(0)
+    values = dict(zip(ARMS, (shortcut, paper, fm), strict=True))
     draws = [
-        {a: np.array([v + spread * r.normal()]) for a, v in zip(ARMS, (shortcut, paper, fm))}
-        for _ in range(200)
+        {a: np.array([v + spread * r.normal()]) for a, v in values.items()} for _ in range(200)
     ]
-    return {"per_seed": {a: [[v]] for a, v in zip(ARMS, (shortcut, paper, fm))}, "draws": draws}
+    return {"per_seed": {a: [[v]] for a, v in values.items()}, "draws": draws}
 
 
 ARMS = ("quad", "unet", "fm_head")
