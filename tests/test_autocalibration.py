@@ -132,7 +132,9 @@ def test_inner_median_recomputed_by_hand(benchmark, dataset):
     ds = open_dataset(dataset)
     images = ds.images.values.astype(np.float64)
     aia = [str(c) for c in ds.channel.values if str(c).endswith("A")]
-    inner = disk_mask(images.shape[-1], ds.attrs.get("rsun_px") / 2)
+    size = images.shape[-1]
+    rsun = ds.attrs.get("rsun_px") or ds.images.attrs.get("rsun_px") or 976 / (4.8 * 512 / size)
+    inner = disk_mask(size, rsun / 2)
     median = np.median(images[:, : len(aia)][:, :, inner], axis=2)
     train = np.flatnonzero(ds.valid.values & (ds.split.values == "train"))
     pred = benchmark["pred"]
