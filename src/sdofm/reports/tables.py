@@ -193,6 +193,16 @@ def verdict_sentence(result: dict[str, Any]) -> str:
     return (_fm_sentence(result) + " " + tricks).strip()
 
 
+SHORTCUT_SAYS = {  # a paired difference's verdict, as the shortcut's result against the other arm
+    "shortcut better": "**beats**",
+    "FM worse": "**beats**",
+    "shortcut worse": "loses to",
+    "FM better": "loses to",
+    "not distinguishable": "is not distinguishable from",
+    "undefined": "cannot be compared with",
+}
+
+
 def shortcut_sentence(result: dict[str, Any]) -> str:
     """Per shortcut arm (kind ``shortcut``), plainly: whether it beats each paper baseline and
     each run's FM head on the headline metric (paired differences); '' if the task has none."""
@@ -200,27 +210,16 @@ def shortcut_sentence(result: dict[str, Any]) -> str:
     runs = result.get("runs") or {"": {"fm": "fm_head", "differences": result["differences"]}}
     out = []
     for arm, against in result.get("shortcuts", {}).items():
-        said = []
-        for paper, diff in against.items():
-            d = diff[metric]
-            what = {
-                "shortcut better": "**beats**",
-                "shortcut worse": "loses to",
-                "not distinguishable": "is not distinguishable from",
-                "undefined": "cannot be compared with",
-            }[d["verdict"]]
-            said.append(f"{what} the paper's {paper} (shortcut − paper {fmt(d)})")
-        for e in runs.values():
-            d = e["differences"].get(arm, {}).get(metric)
-            if d is None:
-                continue
-            what = {
-                "FM better": "loses to",
-                "FM worse": "**beats**",
-                "not distinguishable": "is not distinguishable from",
-                "undefined": "cannot be compared with",
-            }[d["verdict"]]
-            said.append(f"{what} the FM head {e['fm']} (FM − shortcut {fmt(d)})")
+        said = [
+            f"{SHORTCUT_SAYS[d[metric]['verdict']]} the paper's {paper} "
+            f"(shortcut − paper {fmt(d[metric])})"
+            for paper, d in against.items()
+        ]
+        said += [
+            f"{SHORTCUT_SAYS[d['verdict']]} the FM head {e['fm']} (FM − shortcut {fmt(d)})"
+            for e in runs.values()
+            if (d := e["differences"].get(arm, {}).get(metric)) is not None
+        ]
         value = fmt(result["arms"][arm]["metrics"][metric])
         winners = [p for p, diff in against.items() if diff[metric]["verdict"] == "shortcut worse"]
         note = (
