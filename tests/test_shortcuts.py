@@ -143,7 +143,7 @@ def test_the_report_says_whether_the_shortcut_wins(values, against_paper, agains
     }
     text = shortcut_sentence(result)
     assert says in text
-    beats_paper = "**beats** the paper's unet" in text
+    beats_paper = "**beats** the paper's baseline unet" in text
     assert beats_paper == (against_paper == "shortcut better")
     assert ("**beats** the FM head" in text) == (against_fm == "FM worse")
     assert shortcut_sentence(result | {"shortcuts": {}}) == ""

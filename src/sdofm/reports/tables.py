@@ -211,7 +211,7 @@ def shortcut_sentence(result: dict[str, Any]) -> str:
     out = []
     for arm, against in result.get("shortcuts", {}).items():
         said = [
-            f"{SHORTCUT_SAYS[d[metric]['verdict']]} the paper's {paper} "
+            f"{SHORTCUT_SAYS[d[metric]['verdict']]} the paper's baseline {paper} "
             f"(shortcut − paper {fmt(d[metric])})"
             for paper, d in against.items()
         ]
