@@ -21,13 +21,13 @@ from sdofm.benchmarks.inputs import Context
 from sdofm.benchmarks.metrics import row_mae
 from sdofm.benchmarks.result import read_result
 from sdofm.config import validate_block
-from sdofm.dataset.loader import open_dataset
+from sdofm.dataset.loader import disk_mask, open_dataset
 from sdofm.reports.render import render_report
 from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "autocalibration.ipynb"
 PAPER = {"paper_multichannel": "paper", "paper_singlechannel": "paper", "paper_ratio": "paper"}
-KINDS = {"fm_head": "fm", "random_init": "control"} | PAPER
+KINDS = {"fm_head": "fm", "random_init": "control"} | PAPER | {"inner_median": "shortcut"}
 KINDS |= {"climatology": "trivial", "oracle": "oracle"}
 
 
@@ -113,7 +113,8 @@ def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
     seeds = len(tiny_config["protocol"]["seeds"])
     assert seeds >= 3
     for arm, info in result["arms"].items():
-        assert info["seeds"] == (1 if arm in ("paper_ratio", "climatology", "oracle") else seeds)
+        one = ("paper_ratio", "inner_median", "climatology", "oracle")
+        assert info["seeds"] == (1 if arm in one else seeds)
         lo, hi = info["metrics"]["frac_within_0.05"]["ci"]
         assert lo <= info["metrics"]["frac_within_0.05"]["value"] <= hi, arm
     ds = open_dataset(dataset)
@@ -122,6 +123,26 @@ def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
     for s, draws in (("train", "train_draws"), ("val", "eval_draws"), ("test", "eval_draws")):
         assert result["split"][s] == int((valid & (split == s)).sum()) * params[draws]
     assert set(result["differences"]) == set(KINDS) - {"fm_head"}
+    assert set(result["shortcuts"]["inner_median"]) == set(PAPER)
+
+
+def test_inner_median_recomputed_by_hand(benchmark, dataset):
+    """The shortcut's test predictions, from the store: median within half the disk radius of
+    the dimmed image over the mean of those of the undimmed training images."""
+    ds = open_dataset(dataset)
+    images = ds.images.values.astype(np.float64)
+    aia = [str(c) for c in ds.channel.values if str(c).endswith("A")]
+    size = images.shape[-1]
+    rsun = ds.attrs.get("rsun_px") or ds.images.attrs.get("rsun_px") or 976 / (4.8 * 512 / size)
+    inner = disk_mask(size, rsun / 2)
+    median = np.median(images[:, : len(aia)][:, :, inner], axis=2)
+    train = np.flatnonzero(ds.valid.values & (ds.split.values == "train"))
+    pred = benchmark["pred"]
+    part = pred[(pred.arm == "inner_median") & (pred.split == "test")].iloc[::5]
+    rows = np.searchsorted(ds.time.values, part.time.to_numpy())
+    alpha = part[[f"true:{c}" for c in aia]].to_numpy()
+    expect = alpha * median[rows] / median[train].mean(axis=0)
+    np.testing.assert_allclose(part[[f"pred:{c}" for c in aia]], expect, rtol=1e-4)
 
 
 def test_oracle_is_the_ceiling(benchmark):

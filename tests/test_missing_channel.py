@@ -26,7 +26,8 @@ from tests.conftest import run_tiny_task
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "missing_channel.ipynb"
 CONTROLS = {"fm_head": "fm", "random_init": "control"}
-KINDS = CONTROLS | {"paper": "paper", "persistence": "persistence", "climatology": "trivial"}
+KINDS = CONTROLS | {"paper": "paper", "per_pixel": "shortcut", "persistence": "persistence"}
+KINDS |= {"climatology": "trivial"}
 KINDS |= {"oracle": "oracle"}
 
 
@@ -87,7 +88,8 @@ def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
     seeds = len(tiny_config["protocol"]["seeds"])
     for arm, info in result["arms"].items():
         assert (
-            info["seeds"] == (1 if arm in ("persistence", "climatology", "oracle") else seeds)
+            info["seeds"]
+            == (1 if arm in ("per_pixel", "persistence", "climatology", "oracle") else seeds)
             and seeds >= 3
         )
         corr = info["metrics"]["pixel_correlation"]
@@ -96,6 +98,15 @@ def test_metrics_json_and_arms(benchmark, dataset, tiny_config):
         assert result["split"][s] == len(_rows(dataset, s)[1])
     pred = pd.read_csv(benchmark["out"] / "predictions.csv")
     assert set(pred.arm) == set(KINDS) and set(pred.split) == {"val", "test"}
+    # the shortcut against the paper's U-Net, on the same resamples, said in the verdicts
+    d = result["shortcuts"]["per_pixel"]["paper"]["pixel_correlation"]
+    arms = result["arms"]
+    value = arms["per_pixel"]["metrics"]["pixel_correlation"]["value"]
+    assert d["value"] == pytest.approx(
+        value - arms["paper"]["metrics"]["pixel_correlation"]["value"]
+    )
+    assert d["ci"][0] <= d["value"] <= d["ci"][1]
+    assert any(v.startswith("Shortcut per_pixel vs paper") for v in result["verdicts"])
 
 
 def test_oracle_is_the_ceiling_and_needs_the_truth(benchmark, task_inputs, tiny_config):

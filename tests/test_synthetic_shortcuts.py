@@ -17,6 +17,7 @@ from scipy.ndimage import gaussian_filter
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from sdofm.benchmarks.shortcuts import inner_disk_median, least_squares, quadratic_features
 from sdofm.sources.sdoml import AIA_CHANNELS, EVE_GROUP, eve_times
 from sdofm.sources.synthetic import EVE_LINES, SyntheticSun, generate
 from sdofm.sources.synthetic.eve import hot_share
@@ -104,12 +105,11 @@ def test_hmi_spots_resolved(run):
 def autocalibration_shortcut(run: Path, alpha_min: float = 0.01) -> float:
     """Success (|α̂ − α| < 0.05) of the zero-parameter estimator: the inner-disk median of the
     dimmed image over its training mean (first half of the frames), over channels and frames."""
-    disk = Disk(SUN.image_size)
-    inner = disk.r < 0.5
+    rsun = Disk(SUN.image_size).rsun_px
     rng = np.random.default_rng(0)
     hits = []
     for name in AIA_CHANNELS:
-        med = np.median(_frames(run / "sdomlv2_small.zarr", name)[:, inner], axis=1)
+        med = inner_disk_median(_frames(run / "sdomlv2_small.zarr", name), rsun)
         half = len(med) // 2
         alpha = rng.uniform(alpha_min, 1.0, len(med) - half)
         estimate = alpha * med[half:] / med[:half].mean()
@@ -241,17 +241,17 @@ NEIGHBOURHOOD_PX = (1.0, 2.0, 4.0)  # widths (px) of the neighbourhood features
 
 
 def _channel_features(frame: np.ndarray, on: np.ndarray, quiet: np.ndarray, spatial: bool):
-    """Features of the disk pixels of one frame of the other channels (C, H, W): log intensity
-    and its square (the per-pixel quadratic); with ``spatial`` also the neighbourhood's log
-    intensity and log mean brightness (relative to ``quiet``) at `NEIGHBOURHOOD_PX`."""
+    """Features of the disk pixels of one frame of the other channels (C, H, W): the per-pixel
+    quadratic in log intensity (the missing-channel task's shortcut arm's); with ``spatial``
+    also the neighbourhood's log intensity and log mean brightness (relative to ``quiet``) at
+    `NEIGHBOURHOOD_PX`."""
     logs = np.log1p(np.clip(frame, 0.0, None))
-    feats = [logs, logs**2]
+    feats = [quadratic_features(logs[:, on])]
     for width in NEIGHBOURHOOD_PX if spatial else ():
-        feats.append(gaussian_filter(logs, (0, width, width)))
         mean = gaussian_filter(frame / quiet[:, None, None], (0, width, width))
-        feats.append(np.log(np.clip(mean, 1e-3, None)))
-    x = np.concatenate(feats)[:, on].T
-    return np.c_[np.ones(len(x)), x]
+        near = [gaussian_filter(logs, (0, width, width)), np.log(np.clip(mean, 1e-3, None))]
+        feats.append(np.concatenate(near)[:, on].T)
+    return np.concatenate(feats, axis=1)
 
 
 def missing_channel_scores(run: Path, target: str = "211A") -> tuple[float, float]:
@@ -270,7 +270,7 @@ def missing_channel_scores(run: Path, target: str = "211A") -> tuple[float, floa
         feats = [_channel_features(f, on, quiet, spatial) for f in x]
         a = np.concatenate([f for f, t in zip(feats, train, strict=True) if t])
         b = np.log1p(np.clip(y[train][:, on], 0.0, None)).ravel()
-        w = np.linalg.solve(a.T @ a + 1e-3 * np.eye(a.shape[1]), a.T @ b)
+        w = least_squares([(a, b)])
         pred = [np.expm1(feats[i] @ w) for i in np.flatnonzero(~train)]
         truth = y[~train][:, on]
         scores.append(

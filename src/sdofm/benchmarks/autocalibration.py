@@ -8,6 +8,10 @@ Every arm predicts α per channel from the dimmed images; the runner adds the ra
 - ``paper_multichannel`` / ``paper_singlechannel``: the paper's CNN on the full-disk dimmed AIA
   images at the store's resolution, all channels at once or one independent CNN per channel;
 - ``paper_ratio``: the paper's non-ML baseline (quiet-Sun log-normal mode, dimmed over undimmed);
+- ``inner_median``, a shortcut (`shortcuts.inner_disk_median`): the inner-disk median (within
+  half the radius) of the dimmed image over the training mean of that of the undimmed images,
+  zero parameters; unlike ``paper_ratio`` no quiet-Sun mask, log-normal mode or clipping: if it
+  wins, a constant quiet Sun gives α away;
 - ``climatology``: the training mean of α; ``oracle``: the dimmed over the true undimmed image's
   total, i.e. the planted α: it scores 1 unless the dimming or the scoring is broken.
 Metrics: fraction of α within 0.05 (headline) and 0.01, over channels and samples; the MAE. On the
@@ -32,6 +36,7 @@ from sdofm.benchmarks.baselines import dimming_ratio, quiet_sun_mask, quiet_sun_
 from sdofm.benchmarks.heads import BackboneHead, fit, make_head, predict
 from sdofm.benchmarks.metrics import Metric, frac_within, row_mae
 from sdofm.benchmarks.runner import Arm, Samples, Task
+from sdofm.benchmarks.shortcuts import inner_disk_median
 from sdofm.dataset.loader import CDELT_512, Normaliser
 from sdofm.sources.sdoml import AIA_CHANNELS
 
@@ -182,6 +187,13 @@ class Autocalibration(Task):
         ref = np.nanmedian(modes, axis=0)
         return self._per_chunk(lambda x, k: dimming_ratio(x, quiet[self.rows[k]], ref, floor=floor))
 
+    def _inner_median(self, f):
+        """The shortcut: inner-disk median, dimmed over the training mean of the undimmed."""
+        rsun = self.ctx.ds.attrs.get("rsun_px") or self.ctx.ds.images.attrs.get("rsun_px")
+        train = np.unique(self.rows[f.rows["train"]])
+        ref = inner_disk_median(self.phys[train][:, self.aia], rsun).mean(axis=0)
+        return self._per_chunk(lambda x, k: inner_disk_median(x, rsun) / ref)
+
     def arms(self, samples: Samples) -> dict[str, Arm]:
         multi, single = self.params["cnn_filters"], self.params["cnn_filters_single"]
         n, cnn = len(self.aia), "the paper's CNN on the full-disk dimmed AIA images"
@@ -195,11 +207,13 @@ class Autocalibration(Task):
             return self._per_chunk(lambda x, k: np.nansum(x, axis=(2, 3)) / total[self.rows[k]])
 
         ratio = "the paper's non-ML baseline: quiet-Sun log-normal mode, dimmed over training"
+        median = "inner-disk median, dimmed over the training mean (zero parameters)"
         oracle_what = "dimmed over true undimmed image total: the planted α"
         return {
             "paper_multichannel": Arm("paper", f"{cnn}, all at once", self._cnn(1, multi)),
             "paper_singlechannel": Arm("paper", f"{cnn}, one per channel", self._cnn(n, single)),
             "paper_ratio": Arm("paper", ratio, self._ratio, seeded=False, tuned=False),
+            "inner_median": Arm("shortcut", median, self._inner_median, False, False),
             "climatology": Arm("trivial", "training mean of α", climatology, seeded=False),
             "oracle": Arm("oracle", oracle_what, oracle, seeded=False, tuned=False),
         }

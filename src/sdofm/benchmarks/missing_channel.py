@@ -5,13 +5,16 @@ learn it normalised (log1p, standardised) with a squared error on the disk. Arms
 the random-init control): ``fm_head``, a decoder of the backbone's token grid computed with the
 target withheld (set to its training mean), with ``head_skip`` also given the other AIA channels
 at full resolution (frozen tokens computed once; ``finetune`` trains the backbone with it);
-``paper``, the papers' U-Net on the other AIA channels; ``persistence``, the target's image at the
-previous usable time step (taken before, never the one predicted); ``climatology``, the per-pixel
-training mean; ``oracle`` (synthetic Sun, with ``--truth``), the target's noise-free image,
-rendered again by the generator from the ground truth (`planted_images`): only the photon noise
-of the stored image is left, the ceiling of any reconstruction. Metrics per test image on the
-disk, averaged: pixel correlation (headline), ppe10 and ppe50 (pixels within 10 % / 50 %), RMSE,
-relative error of the disk-integrated flux.
+``paper``, the papers' U-Net on the other AIA channels; ``per_pixel``, a shortcut
+(`shortcuts.per_pixel_arm`): a quadratic in log intensity of the other channels, the same at
+every pixel, fitted by least squares on the training images (no spatial context: if it beats the
+U-Net, the task needs none); ``persistence``, the target's image at the previous usable time
+step (taken before, never the one predicted); ``climatology``, the per-pixel training mean;
+``oracle`` (synthetic Sun, with ``--truth``), the target's noise-free image, rendered again by
+the generator from the ground truth (`planted_images`): only the photon noise of the stored
+image is left, the ceiling of any reconstruction. Metrics per test image on the disk, averaged:
+pixel correlation (headline), ppe10 and ppe50 (pixels within 10 % / 50 %), RMSE, relative error
+of the disk-integrated flux.
 ``extra``: the same on the test images taken inside a listed flare.
 """
 
@@ -33,6 +36,7 @@ from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, predict
 from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
 from sdofm.benchmarks.metrics import relative_flux_difference as flux_error
 from sdofm.benchmarks.runner import Arm, Samples, Task
+from sdofm.benchmarks.shortcuts import per_pixel_arm
 from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser, disk_mask
 from sdofm.sources.events import goes_class_to_flux, read_flare_list
 from sdofm.sources.sdoml import AIA_CHANNELS
@@ -127,6 +131,7 @@ class MissingChannel(Task):
         norm = Normaliser(ds)
         z = torch.from_numpy(norm(phys))
         self.others = [channels.index(c) for c in aia if c != target]
+        self.pixels = phys[:, self.others][:, :, self.mask]  # the shortcut's inputs (DN/s)
         self.skip, self.y_norm = z[:, self.others].contiguous(), z[:, [self.t]].contiguous()
         z[:, self.t] = 0.0  # withheld: the training mean in normalised units
         self.z_fm, self.tokens = z, {}
@@ -201,8 +206,14 @@ class MissingChannel(Task):
             return lambda rows: previous[rows]
 
         before = "the target's image at the previous time step"
+        n = 2 * len(self.others) + 1
+        quadratic = (
+            f"per-pixel quadratic in log intensity of the other channels ({n} parameters, "
+            "least squares on the training images, no spatial context)"
+        )
         arms = {
             "paper": Arm("paper", "U-Net on the other AIA channels (Salvatelli et al.)", unet),
+            "per_pixel": Arm("shortcut", quadratic, per_pixel_arm(self.pixels), False, False),
             "persistence": Arm("persistence", before, persistence, seeded=False, tuned=False),
             "climatology": Arm("trivial", "per-pixel training mean", climatology, seeded=False),
         }

@@ -22,9 +22,20 @@ from sdofm import SdofmError
 from sdofm.config import config_hash
 from sdofm.io import atomic_output
 
-__all__ = ["SCHEMA_PATH", "Result", "provenance", "read_result", "validate_result", "write_json"]
+__all__ = [
+    "KINDS",
+    "SCHEMA_PATH",
+    "Result",
+    "provenance",
+    "read_result",
+    "validate_result",
+    "write_json",
+]
 
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
+# The kinds of arm, in the order reports show them; "shortcut": a trick that ignores the images'
+# spatial structure (`sdofm.benchmarks.shortcuts`), never the paper's baseline
+KINDS = ("fm", "control", "paper", "shortcut", "persistence", "trivial", "oracle")
 
 
 @dataclass
@@ -45,6 +56,7 @@ class Result:
     published_anchor: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shortcuts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON types (NaN and inf become null), validated against the schema."""

@@ -34,7 +34,7 @@ from sdofm.benchmarks import scoring
 from sdofm.benchmarks.arm_groups import BASELINES, ArmGroup
 from sdofm.benchmarks.inputs import Backbone, Context, TaskInputs
 from sdofm.benchmarks.metrics import Metric, best_threshold
-from sdofm.benchmarks.result import write_json
+from sdofm.benchmarks.result import KINDS, write_json
 from sdofm.io import atomic_output, file_sha256
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "score_groups",
 ]
 
-KINDS = ("fm", "control", "paper", "persistence", "trivial", "oracle")
 Predictor = Callable[[np.ndarray], np.ndarray]
 
 
@@ -195,7 +194,8 @@ def fm_group(task: Task, samples: Samples, run: str) -> ArmGroup:
 
 
 def baseline_group(task: Task, samples: Samples) -> ArmGroup:
-    """The task's own arms (paper, persistence, trivial, oracle): trained once for all runs."""
+    """The task's own arms (paper, shortcut, persistence, trivial, oracle): trained once for
+    all runs."""
     return _train_group(task, samples, BASELINES, task.arms(samples), {})
 
 

@@ -17,7 +17,15 @@ from sdofm.benchmarks import protocol as pr
 from sdofm.benchmarks.metrics import best_threshold
 from sdofm.benchmarks.result import Result, provenance
 
-__all__ = ["estimates", "predictions_table", "result", "run_entry", "score", "verdict"]
+__all__ = [
+    "estimates",
+    "predictions_table",
+    "result",
+    "run_entry",
+    "score",
+    "shortcuts",
+    "verdict",
+]
 
 FM = "fm_head"
 
@@ -119,13 +127,29 @@ def _iid_ratio(task, views, proto, draws) -> float | None:
     return (hi - lo) / (hi_i - lo_i)
 
 
-def verdict(lo: float | None, hi: float | None, higher_is_better: bool) -> str:
-    """What a paired difference FM − arm with interval [lo, hi] supports."""
+def verdict(lo: float | None, hi: float | None, higher_is_better: bool, who: str = "FM") -> str:
+    """What a paired difference ``who`` − arm (FM head or shortcut) with interval [lo, hi]
+    supports."""
     if lo is None or hi is None:
         return "undefined"
     if lo > 0 or hi < 0:
-        return "FM better" if (lo > 0) == higher_is_better else "FM worse"
+        return f"{who} better" if (lo > 0) == higher_is_better else f"{who} worse"
     return "not distinguishable"
+
+
+def _difference(task, group, level, arms, a: str, b: str, who: str = "FM") -> dict[str, Any]:
+    """Per metric: arm ``a`` − arm ``b`` (point values ``arms``), interval on the same
+    resamples, verdict."""
+    out = {}
+    for j, m in enumerate(task.metrics):
+        va, vb = arms[a][m.name]["value"], arms[b][m.name]["value"]
+        ci = _interval([d[a][j] - d[b][j] for d in group["draws"]], level)
+        out[m.name] = {
+            "value": None if va is None or vb is None else va - vb,
+            "ci": ci,
+            "verdict": verdict(*ci, m.higher_is_better, who),
+        }
+    return out
 
 
 def estimates(task, group: dict[str, Any], level: float, fm: str = FM) -> tuple[dict, dict]:
@@ -141,19 +165,18 @@ def estimates(task, group: dict[str, Any], level: float, fm: str = FM) -> tuple[
                 value = float(np.nanmean(per)) if np.isfinite(per).any() else None
             ci = _interval([d[arm][j] for d in group["draws"]], level)
             arms[arm][metric] = {"value": value, "ci": ci, "per_seed": per}
-    for arm in arms:
-        if arm == fm:
-            continue
-        diffs[arm] = {}
-        for j, m in enumerate(task.metrics):
-            a, b = arms[fm][m.name]["value"], arms[arm][m.name]["value"]
-            ci = _interval([d[fm][j] - d[arm][j] for d in group["draws"]], level)
-            diffs[arm][m.name] = {
-                "value": None if a is None or b is None else a - b,
-                "ci": ci,
-                "verdict": verdict(*ci, m.higher_is_better),
-            }
+    diffs = {arm: _difference(task, group, level, arms, fm, arm) for arm in arms if arm != fm}
     return arms, diffs
+
+
+def shortcuts(task, group, level, arms, kinds: dict[str, str]) -> dict[str, Any]:
+    """Each shortcut arm minus each paper baseline (``kinds``: arm -> kind), per metric."""
+    papers = [a for a, k in kinds.items() if k == "paper"]
+    return {
+        s: {p: _difference(task, group, level, arms, s, p, "shortcut") for p in papers}
+        for s, k in kinds.items()
+        if k == "shortcut"
+    }
 
 
 def run_entry(task, group: dict[str, Any], level: float, fm: str, meta: dict) -> dict[str, Any]:
@@ -214,6 +237,13 @@ def result(task, samples, arms, chosen, scores, ctx, meta: dict) -> Result:
         f"FM head vs {name} ({arms[name].kind}) on {head.label}: {d[head.name]['verdict']}"
         for name, d in diffs.items()
     ]
+    kinds = {name: arm.kind for name, arm in arms.items()}
+    tricks = shortcuts(task, scores["groups"]["all"], proto.level, arm_est, kinds)
+    verdicts += [
+        f"Shortcut {name} vs {paper} (paper) on {head.label}: {d[head.name]['verdict']}"
+        for name, against in tricks.items()
+        for paper, d in against.items()
+    ]
     ranges = {}
     for s in ("train", "val", "test"):
         t = samples.times[samples.where(s)]
@@ -249,6 +279,7 @@ def result(task, samples, arms, chosen, scores, ctx, meta: dict) -> Result:
         arms=entries,
         differences=diffs,
         verdicts=verdicts,
+        shortcuts=tricks,
         published_anchor=task.published_anchor,
         provenance=provenance(
             ctx.raw_params,

@@ -14,7 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from sdofm.benchmarks.result import KINDS
+
 __all__ = [
+    "KIND_COLOUR",
     "KIND_ORDER",
     "arms_table",
     "best_arm",
@@ -23,17 +26,28 @@ __all__ = [
     "fmt",
     "headline",
     "runs_table",
+    "shortcut_sentence",
     "verdict_sentence",
 ]
 
-KIND_ORDER = ("fm", "control", "paper", "persistence", "trivial", "oracle")
+KIND_ORDER = KINDS
 KIND_LABEL = {
     "fm": "foundation model",
     "control": "random-init control",
     "paper": "paper's baseline",
+    "shortcut": "shortcut (no spatial structure)",
     "persistence": "persistence",
     "trivial": "trivial",
     "oracle": "oracle ceiling (synthetic truth)",
+}
+KIND_COLOUR = {
+    "fm": "tab:blue",
+    "control": "tab:gray",
+    "paper": "tab:orange",
+    "shortcut": "tab:red",
+    "persistence": "tab:green",
+    "trivial": "tab:olive",
+    "oracle": "tab:purple",
 }
 
 
@@ -164,14 +178,65 @@ def budget_table(results_dir: str, runs: list[str], results: dict[str, dict]) ->
 
 def verdict_sentence(result: dict[str, Any]) -> str:
     """One sentence per comparison of the FM head on the headline metric, losses included; with
-    several named runs, one such sentence per run's FM head."""
+    several named runs, one such sentence per run's FM head; then `shortcut_sentence`."""
     runs = result.get("runs", {})
+    tricks = shortcut_sentence(result)
     if len(runs) > 1:
         return " ".join(
-            f"Run {run}: "
-            + verdict_sentence(result | {"runs": {}, "differences": e["differences"]})
-            for run, e in runs.items()
+            [
+                f"Run {run}: "
+                + _fm_sentence(result | {"runs": {}, "differences": e["differences"]})
+                for run, e in runs.items()
+            ]
+            + [tricks]
+        ).strip()
+    return (_fm_sentence(result) + " " + tricks).strip()
+
+
+SHORTCUT_SAYS = {  # a paired difference's verdict, as the shortcut's result against the other arm
+    "shortcut better": "**beats**",
+    "FM worse": "**beats**",
+    "shortcut worse": "loses to",
+    "FM better": "loses to",
+    "not distinguishable": "is not distinguishable from",
+    "undefined": "cannot be compared with",
+}
+
+
+def shortcut_sentence(result: dict[str, Any]) -> str:
+    """Per shortcut arm (kind ``shortcut``), plainly: whether it beats each paper baseline and
+    each run's FM head on the headline metric (paired differences); '' if the task has none."""
+    metric, label = result["headline"]["metric"], result["headline"]["label"]
+    runs = result.get("runs") or {"": {"fm": "fm_head", "differences": result["differences"]}}
+    out = []
+    for arm, against in result.get("shortcuts", {}).items():
+        said = [
+            f"{SHORTCUT_SAYS[d[metric]['verdict']]} the paper's baseline {paper} "
+            f"(shortcut − paper {fmt(d[metric])})"
+            for paper, d in against.items()
+        ]
+        said += [
+            f"{SHORTCUT_SAYS[d['verdict']]} the FM head {e['fm']} (FM − shortcut {fmt(d)})"
+            for e in runs.values()
+            if (d := e["differences"].get(arm, {}).get(metric)) is not None
+        ]
+        value = fmt(result["arms"][arm]["metrics"][metric])
+        winners = [p for p, diff in against.items() if diff[metric]["verdict"] == "shortcut worse"]
+        note = (
+            f" The paper's method ({', '.join(winners)}) beats it, as the task requires."
+            if winners
+            else " No paper baseline beats it: on these data the task can be done without the "
+            "images' spatial structure, so it does not test what the real task tests."
         )
+        out.append(
+            f"**Shortcut check.** On {label}, the shortcut {arm} "
+            f"({result['arms'][arm]['description']}; {value}) " + "; ".join(said) + "." + note
+        )
+    return " ".join(out)
+
+
+def _fm_sentence(result: dict[str, Any]) -> str:
+    """One sentence per comparison of the first (or only) run's FM head on the headline."""
     metric = result["headline"]["metric"]
     label = result["headline"]["label"]
     parts = []
