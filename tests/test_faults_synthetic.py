@@ -1,4 +1,5 @@
-"""Faults in the synthetic Sun's frame-rendering workers: a failing frame, a worker that dies.
+"""Faults in the synthetic Sun's frame-rendering workers: a failing frame, a worker that dies,
+the main process killed under its workers.
 
 Each surfaces as one `sdofm simulate: error:` line and leaves nothing that Snakemake would take
 as output (no `synthetic` folder, no partial sibling).
@@ -9,8 +10,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 
 from sdofm.cli import main
@@ -68,3 +75,31 @@ def test_worker_fault_is_one_line_and_leaves_no_output(
     assert len(err) == 1, err
     assert err[0].startswith("sdofm simulate: error: ") and expected in err[0], err[0]
     assert list(tmp_path.iterdir()) == []  # the partial folder removed, after the workers stopped
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+def test_workers_of_a_killed_simulate_stop_writing(tmp_path):
+    """SIGKILL of the main process alone (a node's OOM killer picks one): its workers write
+    nothing more and exit, so a rerun's folder of the same name gets no chunk of this run."""
+    out = tmp_path / "synthetic"
+    partial = tmp_path / "synthetic.partial"
+    sun = dict(SUN, end="2011-03-01", image_size=64)  # 116 frames: 8 blocks of seconds each
+    cmd = [sys.executable, "-m", "sdofm.cli", "--threads", "2", "simulate"]
+    proc = subprocess.Popen([*cmd, "--params", json.dumps(sun), "--out", str(out)])
+    deadline = time.monotonic() + 120
+    while not any(partial.glob("sdomlv2_small.zarr/2011/171A/[0-9]*")):  # the first block
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    workers = psutil.Process(proc.pid).children()
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.3)  # a frame in progress may finish; it writes nothing (no FITS window here)
+    before = _snapshot(partial)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "the workers outlived their main process"
+    assert _snapshot(partial) == before
+    assert not out.exists()

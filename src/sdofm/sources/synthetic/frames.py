@@ -9,6 +9,9 @@ writer, so the stores are byte-identical for any number of workers.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -141,11 +144,27 @@ def _result(block: _Block, future: Future) -> tuple:
 
 
 _RUN: _Run | None = None  # a worker's run, set once when it starts
+_PARENT: int | None = None  # a worker's parent process
 
 
 def _start(run: _Run) -> None:
-    global _RUN  # noqa: PLW0603 (the one piece of state a pool worker keeps)
-    _RUN = run
+    global _RUN, _PARENT  # noqa: PLW0603 (the state a pool worker keeps)
+    _RUN, _PARENT = run, os.getppid()
+    threading.Thread(target=_watch_parent, daemon=True).start()
+
+
+def _watch_parent() -> None:
+    """An idle worker waits on the task queue, which its siblings keep open: it ends here."""
+    while True:
+        _stop_if_orphaned()
+        time.sleep(0.2)
+
+
+def _stop_if_orphaned() -> None:
+    """A worker whose main process was killed stops (before its next write, too): the rerun's
+    folder has the same name and must not receive a chunk of the killed run."""
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)
 
 
 def _worker_block(block: _Block) -> tuple:
@@ -165,6 +184,7 @@ def _render_block(run: _Run, block: _Block) -> tuple[dict, np.ndarray, list]:
     disk_means = np.zeros((len(block.frames), len(AIA_CHANNELS)))
     rngs = []
     for b, i in enumerate(block.frames):
+        _stop_if_orphaned()
         t = times[i]
         rng = np.random.default_rng([sun.seed, int(i)])
         disk, br, images = model.render(t, size)
@@ -208,6 +228,7 @@ def _render_block(run: _Run, block: _Block) -> tuple[dict, np.ndarray, list]:
                 )
         rngs.append(rng)
     stop = block.start + len(block.frames)
+    _stop_if_orphaned()
     for store, names_ in STORES:  # this block's chunks only: no other writer has them
         for name in names_:
             arr = zarr.open_array(root / store / str(block.year) / name, mode="r+", zarr_format=2)
