@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -67,11 +67,18 @@ class _Block:
 
 
 def render_frames(
-    sun: SyntheticSun, model: SunModel, tmp: Path, eve: EveWriter, *, workers: int = 1
+    sun: SyntheticSun,
+    model: SunModel,
+    tmp: Path,
+    eve: EveWriter,
+    *,
+    workers: int = 1,
+    meanwhile: Callable[[], None] | None = None,
 ) -> pd.DataFrame:
     """Render every frame, write AIA and HMI stores (and FITS in the window) and EVE rows.
 
-    ``workers`` processes render blocks of `CHUNK` frames (1: in this process, no pool).
+    ``workers`` processes render blocks of `CHUNK` frames (1: in this process, no pool);
+    ``meanwhile`` (work that does not need the frames) runs here while they start and render.
     Returns the noise-free disk mean of each channel per frame (ground truth, one row a frame).
     """
     times = sun.times
@@ -92,7 +99,7 @@ def render_frames(
     run = _Run(sun, model, tmp, degradation)
     disk_means = np.zeros((len(times), len(AIA_CHANNELS)))
     attrs: dict[str, _Keywords] = {}
-    results = _rendered(run, blocks, workers)
+    results = _rendered(run, blocks, workers, meanwhile or (lambda: None))
     try:
         for n, (block, (keys, means, rngs)) in enumerate(zip(blocks, results, strict=True)):
             for name, kw in keys.items():
@@ -111,18 +118,23 @@ def render_frames(
     return pd.DataFrame(disk_means, index=times.rename("time"), columns=list(AIA_CHANNELS))
 
 
-def _rendered(run: _Run, blocks: list[_Block], workers: int) -> Iterator[tuple]:
+def _rendered(
+    run: _Run, blocks: list[_Block], workers: int, meanwhile: Callable[[], None]
+) -> Iterator[tuple]:
     """The blocks' results in order: in this process, or from ``workers`` spawned processes
     with at most two blocks each in flight (a worker holds one block's buffer at a time)."""
     if workers <= 1:
+        meanwhile()
         yield from (_render_block(run, b) for b in blocks)
         return
     ctx = multiprocessing.get_context("spawn")  # not fork: Blosc's threads do not survive it
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start, initargs=(run,))
     pending: list[tuple[_Block, Future]] = []
     try:
-        for block in blocks:
+        for n, block in enumerate(blocks):
             pending.append((block, pool.submit(_worker_block, block)))
+            if n == min(2 * workers, len(blocks)) - 1:
+                meanwhile()  # the workers start (seconds of imports) and render the first blocks
             if len(pending) >= 2 * workers:
                 yield _result(*pending.pop(0))
         while pending:

@@ -46,10 +46,13 @@ def generate(sun: SyntheticSun, out: str | Path, *, workers: int = 1) -> dict[st
         truth = tmp / "ground_truth"
         truth.mkdir()  # before the frames: EVE truth after MEGS-A is written as they go
         eve = EveWriter(sun, model, tmp / "sdomlv2_eve.zarr", truth)
-        disk_means = render_frames(sun, model, tmp, eve, workers=workers)
+
+        def indices() -> None:  # GOES XRS and F10.7 need no frames: written while they render
+            write_goes(sun, model, tmp / "goes_xrs.csv")
+            write_f107(sun, model, tmp / "f107.csv")
+
+        disk_means = render_frames(sun, model, tmp, eve, workers=workers, meanwhile=indices)
         disk_means.to_csv(truth / "aia_disk_mean.csv")
-        write_goes(sun, model, tmp / "goes_xrs.csv")
-        write_f107(sun, model, tmp / "f107.csv")
         write_flare_lists(model.flares, tmp / "flares.csv", truth / "flares.csv")
         model.degradation.write(tmp / "aia_correction_table.txt")
         days = pd.date_range(pd.Timestamp(sun.start).floor("D"), sun.end, freq="D")
