@@ -123,7 +123,7 @@ def _rendered(
 ) -> Iterator[tuple]:
     """The blocks' results in order: in this process, or from ``workers`` spawned processes
     with at most two blocks each in flight (a worker holds one block's buffer at a time)."""
-    if workers <= 1:
+    if workers <= 1 or len(blocks) <= 1:  # a pool's start-up would cost more than it saves
         meanwhile()
         yield from (_render_block(run, b) for b in blocks)
         return
