@@ -21,6 +21,7 @@ from astropy.time import Time
 
 from sdofm.sources.sdoml import AIA_CHANNELS, EVE_GROUP, eve_times, frame_times
 from sdofm.sources.synthetic import EVE_LINES, SyntheticSun, generate
+from sdofm.sources.synthetic.frames import CHUNK, _Keywords
 from sdofm.sources.synthetic.generate import hmi_noise
 
 EUV = ("94A", "131A", "171A", "193A", "211A", "304A", "335A")
@@ -145,6 +146,23 @@ def seed_runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def tilted_run(tmp_path_factory) -> Path:
     return _generate(tmp_path_factory, "tilted", **TILTED)
+
+
+# Twelve days across a year boundary at 6 h: 28 + 20 frames, so each year has a full and a part
+# CHUNK block (the worker-count test), with MEGS-A failing and the FITS window inside; EVE
+# rows every 10 min, so a few are dropped by each frame's generator after its draws.
+BLOCKS = dict(SMALL, start="2011-12-25", end="2012-01-06", eve_cadence_minutes=10)
+
+
+@pytest.fixture(scope="module")
+def worker_runs(tmp_path_factory) -> dict[int, Path]:
+    """The `BLOCKS` Sun rendered in this process and over two worker processes (four blocks:
+    each worker renders two, the main process waits on the first while the rest are queued)."""
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = tmp_path_factory.mktemp(f"workers_{workers}") / "sun"
+        generate(SyntheticSun(seed=3, **BLOCKS), runs[workers], workers=workers)
+    return runs
 
 
 # --- helpers: geometry and reading back -------------------------------------------------------
@@ -663,6 +681,51 @@ def test_same_seed_gives_identical_bytes(seed_runs):
     assert len(_chunks(a, "sdomlv2_small.zarr")) >= 2 * len(AIA_CHANNELS)  # two year groups
     different = [k for k in a if a[k] != b[k]]
     assert not different, different
+
+
+def test_worker_count_gives_identical_bytes(worker_runs):
+    """Blocks rendered by other processes, out of step with the EVE writer, merge back in frame
+    order: every file is the same for 1 and 2 workers."""
+    serial = _files(worker_runs[1])
+    frames = zarr.open_group(worker_runs[1] / "sdomlv2_small.zarr", mode="r")
+    years = {y: frames[y]["171A"].shape[0] for y in ("2011", "2012")}
+    assert years == {"2011": 28, "2012": 20} and CHUNK < 20  # several blocks a year
+    assert {".csv", ".fits", ".json"} <= {Path(k).suffix for k in serial}
+    files = _files(worker_runs[2])
+    assert files.keys() == serial.keys()
+    different = [k for k in serial if files[k] != serial[k]]
+    assert not different, different
+
+
+def _frames_keywords() -> list[dict]:
+    """Keywords of 40 frames: runs that cross block boundaries, NaN, and equal values of
+    different types (1, 1.0, True must stay apart, as in JSON)."""
+    nan = float("nan")
+    values = [1, 1, 1.0, True, True, nan, nan, "a", "a", "a", None, 2, 2, 2, 2, 2, 1.0, 1.0, 1, 1]
+    return [{"CONST": 7, "RUN": values[k % 20], "FRAME": k, "LATE": k // 30} for k in range(40)]
+
+
+@pytest.mark.parametrize("cuts", [(15, 30), (1, 2, 3), (5, 6, 20, 39), ()])
+def test_keywords_extend_as_append(cuts):
+    """A block's keywords added after the previous block's equal the frames appended one by one:
+    the same lists, and the same runs (a run across a block boundary is one run)."""
+    frames = _frames_keywords()
+    whole = _Keywords()
+    for keys in frames:
+        whole.append(keys)
+    merged = _Keywords()
+    for lo, hi in zip((0, *cuts), (*cuts, len(frames)), strict=True):
+        block = _Keywords()
+        for keys in frames[lo:hi]:
+            block.append(keys)
+        merged.extend(block)
+    assert repr(merged.lists()) == repr(whole.lists())
+    assert list(merged.lists()) == ["CONST", "RUN", "FRAME", "LATE"]
+    assert merged.lists()["FRAME"] == list(range(40))
+    assert {k: len(v) for k, v in merged.counts.items()} == {
+        k: len(v) for k, v in whole.counts.items()
+    }
+    assert merged.counts["CONST"] == [40]
 
 
 def test_different_seed_gives_different_sun(seed_runs):

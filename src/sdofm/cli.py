@@ -73,8 +73,9 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         "--threads",
         type=int,
         default=default,
-        help="CPU threads for torch (the rules pass Snakemake's `threads`: several jobs on one "
-        "machine must not each spin up a thread per core)",
+        help="CPU threads for torch, or simulate's frame-rendering processes (the rules pass "
+        "Snakemake's `threads`: several jobs on one machine must not each spin up a thread per "
+        "core)",
     )
 
 
@@ -312,11 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _log_to_stderr()
     if args.threads:
-        import torch
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)  # numpy/scipy BLAS too: spare threads only spin
+        if args.command != "simulate":  # its threads are frame-rendering processes (no torch)
+            import torch
+
+            torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         _check_inputs(args)

@@ -7,13 +7,15 @@ rule simulate_sun:
         f"{BENCHMARKS}/simulate_sun.tsv"
     conda:
         ENV
+    threads: 2
     resources:
         mem_mb=2000,
         runtime=runtime_for(60),
     params:
         settings=as_arg("synthetic"),
     shell:
-        "sdofm simulate --params {params.settings} --out {output:q} > {log:q} 2>&1"
+        # {threads} processes render the frames (the files are the same for any number)
+        "sdofm --threads {threads} simulate --params {params.settings} --out {output:q} > {log:q} 2>&1"
 
 
 rule pull_sdoml:

@@ -27,7 +27,7 @@ __all__ = [
 def simulate(args, params):
     from sdofm.sources.synthetic import SyntheticSun, generate
 
-    generate(SyntheticSun(**params), args.out)
+    generate(SyntheticSun(**params), args.out, workers=args.threads or 1)
     return {"out": args.out}
 
 
