@@ -37,7 +37,7 @@ from sdofm.benchmarks.heads import BackboneHead, fit, make_head, predict
 from sdofm.benchmarks.metrics import Metric, frac_within, row_mae
 from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.benchmarks.shortcuts import inner_disk_median
-from sdofm.dataset.loader import CDELT_512, Normaliser
+from sdofm.dataset.loader import CDELT_512, Normaliser, store_rsun_px
 from sdofm.sources.sdoml import AIA_CHANNELS
 
 __all__ = ["Autocalibration", "Dimmed", "planted_dimming"]
@@ -189,7 +189,7 @@ class Autocalibration(Task):
 
     def _inner_median(self, f):
         """The shortcut: inner-disk median, dimmed over the training mean of the undimmed."""
-        rsun = self.ctx.ds.attrs.get("rsun_px") or self.ctx.ds.images.attrs.get("rsun_px")
+        rsun = store_rsun_px(self.ctx.ds)
         train = np.unique(self.rows[f.rows["train"]])
         ref = inner_disk_median(self.phys[train][:, self.aia], rsun).mean(axis=0)
         return self._per_chunk(lambda x, k: inner_disk_median(x, rsun) / ref)

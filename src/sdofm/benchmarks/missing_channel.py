@@ -37,7 +37,7 @@ from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
 from sdofm.benchmarks.metrics import relative_flux_difference as flux_error
 from sdofm.benchmarks.runner import Arm, Samples, Task
 from sdofm.benchmarks.shortcuts import per_pixel_arm
-from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, Normaliser, disk_mask
+from sdofm.dataset.loader import CDELT_512, Normaliser, disk_mask, store_rsun_px
 from sdofm.sources.events import goes_class_to_flux, read_flare_list
 from sdofm.sources.sdoml import AIA_CHANNELS
 
@@ -121,9 +121,8 @@ class MissingChannel(Task):
         if size % 2 ** p["unet_levels"]:
             msg = f"missing_channel: image size {size} is not divisible by 2^unet_levels"
             raise SdofmError(msg)
-        rsun = ds.attrs.get("rsun_px") or ds.images.attrs.get("rsun_px")
-        self.mask = disk_mask(size, rsun)
-        self.rsun_px = float(rsun or RSUN_ARCSEC / (CDELT_512 * 512 / size))
+        self.rsun_px = store_rsun_px(ds)
+        self.mask = disk_mask(size, self.rsun_px)
         valid = np.flatnonzero(ds.valid.values)
         phys = ctx.physical(valid)
         ok = np.isfinite(phys[:, self.t][:, self.mask]).all(axis=1)

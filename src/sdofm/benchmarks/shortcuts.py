@@ -98,8 +98,8 @@ def inner_disk_median(
     """The median of each image (..., H, W) within ``fraction`` of the disk radius: (...).
 
     ``rsun_px``: the disk radius in pixels (None: the SDOML v2 scale at this size)."""
-    from sdofm.dataset.loader import CDELT_512, RSUN_ARCSEC, disk_mask
+    from sdofm.dataset.loader import disk_mask, sdoml_rsun_px
 
     size = np.shape(images)[-1]
-    rsun = rsun_px or RSUN_ARCSEC / (CDELT_512 * 512 / size)
+    rsun = rsun_px or sdoml_rsun_px(size)
     return np.nanmedian(np.asarray(images)[..., disk_mask(size, fraction * rsun)], axis=-1)

@@ -39,6 +39,8 @@ __all__ = [
     "collate",
     "disk_mask",
     "open_dataset",
+    "sdoml_rsun_px",
+    "store_rsun_px",
     "temporal_index",
 ]
 
@@ -161,18 +163,25 @@ def disk_mask(size: int, rsun_px: float | None = None) -> np.ndarray:
     Without ``rsun_px``, the SDOML v2 scale: 976″ at 4.8″/px for 512², scaled to ``size``.
     """
     if rsun_px is None:
-        rsun_px = RSUN_ARCSEC / (CDELT_512 * 512 / size)
+        rsun_px = sdoml_rsun_px(size)
     c = (size - 1) / 2
     yy, xx = np.ogrid[:size, :size]
     return (yy - c) ** 2 + (xx - c) ** 2 <= rsun_px**2
 
 
-def _store_rsun_px(ds: xr.Dataset) -> float | None:
-    """The disk radius in pixels at the store's image size, if the store records one."""
+def sdoml_rsun_px(size: int) -> float:
+    """The disk radius in pixels of a ``size``² image at the SDOML v2 scale (976″ at 4.8″/px
+    for 512²)."""
+    return RSUN_ARCSEC / (CDELT_512 * 512 / size)
+
+
+def store_rsun_px(ds: xr.Dataset) -> float:
+    """The disk radius in pixels of the store's images: the store's record of it if any, else
+    the SDOML v2 scale at their size."""
     for attrs in (ds.attrs, ds["images"].attrs if "images" in ds else {}):
         if "rsun_px" in attrs:
             return float(attrs["rsun_px"])
-    return None
+    return sdoml_rsun_px(int(ds.sizes["x"]))
 
 
 class SDOImages(Dataset):
@@ -203,7 +212,7 @@ class SDOImages(Dataset):
         self.shape = (int(ds.sizes["channel"]), int(ds.sizes["y"]), int(ds.sizes["x"]))
         self.mask: np.ndarray | None = None
         if mask_off_disk:
-            self.mask = disk_mask(self.shape[1], _store_rsun_px(ds)).astype(np.float32)
+            self.mask = disk_mask(self.shape[1], store_rsun_px(ds)).astype(np.float32)
         self._index = _image_index(ds)
         self._array: zarr.Array | None = None  # opened in the worker
 
