@@ -168,10 +168,11 @@ def test_two_ranks_killed_mid_epoch_resume_exactly(dataset, params, two_ranks, t
 def test_signal_to_one_rank_checkpoints_requeues_and_resumes_exactly(
     dataset, params, two_ranks, tmp_path
 ):
-    """SIGURG (SLURM's warning before the time limit) reaches rank 0 only: both ranks save
+    """SIGURG (SLURM's warning before the time limit) reaches rank 1 only: both ranks save
     requeue.ckpt after the step they are on, rank 0 asks SLURM to requeue the job (a stand-in
     `scontrol` records it) and they wait to be stopped; restarted, they resume from it and end
-    with the uninterrupted run's weights, the requeue in the summary."""
+    with the uninterrupted run's weights, the requeue (its signal, and the rank it reached) in
+    the summary that rank 0 writes."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     record = tmp_path / "scontrol.txt"
@@ -184,7 +185,7 @@ def test_signal_to_one_rank_checkpoints_requeues_and_resumes_exactly(
     while "training 9 steps" not in log.read_text() and time.time() < deadline:
         assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
         time.sleep(0.05)
-    procs[0].send_signal(signal.SIGURG)
+    procs[1].send_signal(signal.SIGURG)
     while not record.exists() and time.time() < deadline:
         assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
         time.sleep(0.1)
@@ -204,5 +205,5 @@ def test_signal_to_one_rank_checkpoints_requeues_and_resumes_exactly(
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
     (entry,) = json.loads((out.parent / "summary.json").read_text())["requeues"]
-    assert entry["signal"] == "SIGURG" and 0 < entry["step"] < 9
+    assert entry["signal"] == "SIGURG" and entry["ranks"] == [1] and 0 < entry["step"] < 9
     assert entry["signalled_at"] <= entry["saved_at"] <= entry["resumed_at"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -75,12 +77,12 @@ class Requeue(L.Callback):
     """Checkpoint and requeue a SLURM job that was told its time is nearly up.
 
     The signal handler only raises a flag. After the next optimiser step every rank learns
-    whether any was signalled (one all-reduce), they save ``path`` together, rank 0 asks SLURM
-    to requeue the job (``scontrol requeue``), and the ranks wait for SLURM to stop them. The
-    requeued job resumes from ``path`` exactly, as from any step checkpoint. ``history`` (in
-    the checkpoint, so it outlives the requeue) records each requeue: step, signal, when it
-    came, when the checkpoint was written and when training resumed. Outside a SLURM job it
-    does nothing.
+    which ranks were signalled, with what and when (one all-gather), they save ``path``
+    together, rank 0 asks SLURM to requeue the job (``scontrol requeue``), and the ranks wait
+    for SLURM to stop them. The requeued job resumes from ``path`` exactly, as from any step
+    checkpoint. ``history`` (in the checkpoint, so it outlives the requeue) records each
+    requeue: step, the first signal and the ranks it had reached, when it came, when the
+    checkpoint was written and when training resumed. Outside a SLURM job it does nothing.
     """
 
     def __init__(self, path: str | Path, *, grace_seconds: float = 600.0):
@@ -116,13 +118,23 @@ class Requeue(L.Callback):
         stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         if not (stepped or batch_idx + 1 == trainer.num_training_batches):
             return  # accumulated gradients are not in a checkpoint: wait for the step
-        received = layout.requeue_signal()
-        if not trainer.strategy.reduce_boolean_decision(received is not None, all=False):
+        signum, at = layout.requeue_signal() or (0, math.inf)
+        mine = torch.tensor([float(signum), at], dtype=torch.float64, device=pl_module.device)
+        every = trainer.strategy.all_gather(mine).reshape(-1, 2).cpu()  # (rank, [signal, time])
+        ranks = torch.nonzero(every[:, 0] > 0).flatten().tolist()
+        if not ranks:
             return
-        signum, at = received or (None, time.time())
-        name = signal.Signals(signum).name if signum else "another rank's signal"
+        first = int(torch.argmin(every[:, 1]))  # SLURM may reach the ranks in any order
+        signum, at = int(every[first, 0]), float(every[first, 1])
+        name = signal.Signals(signum).name
         self.history.append(
-            {"step": trainer.global_step, "signal": name, "signalled_at": at, "saved_at": None}
+            {
+                "step": trainer.global_step,
+                "signal": name,
+                "ranks": ranks,  # those it had reached by this step
+                "signalled_at": at,
+                "saved_at": None,
+            }
         )
         trainer.save_checkpoint(self.path)
         self.history[-1]["saved_at"] = time.time()  # (the checkpoint has None: its mtime)
