@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
+import lightning as L
 import pytest
+import torch
 
 from sdofm import SdofmError
-from sdofm.training.cluster import cluster_layout
+from sdofm.training.cluster import Requeue, cluster_layout
 from sdofm.training.layout import launcher, tasks_per_node
 
 
@@ -88,3 +93,54 @@ def test_launcher_from_job_resources():
     assert launcher({"nodes": 2, "tasks_per_node": 4}, 8) == (
         "srun --nodes=2 --ntasks-per-node=4 --cpus-per-task=8 --kill-on-bad-exit=1"
     )
+
+
+class _Line(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.fit_ = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.fit_(batch).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _WarnAt(L.Callback):
+    """SLURM's warning before the time limit, arriving during batch ``at``."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == self.at:
+            os.kill(os.getpid(), signal.SIGURG)
+
+
+def test_a_single_process_job_checkpoints_at_the_step_and_requeues(tmp_path, monkeypatch):
+    """One process, no DDP (a one-GPU job): the warning during step 3 makes it save at that step,
+    ask SLURM to requeue it, and wait; if SLURM does not stop it, it says so."""
+    record = tmp_path / "scontrol.txt"
+    (tmp_path / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {record}\n')
+    (tmp_path / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    requeue = Requeue(tmp_path / "requeue.ckpt", grace_seconds=1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=10,
+        callbacks=[_WarnAt(2), requeue],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with pytest.raises(SdofmError, match="SLURM did not stop job 77 within 1 s"):
+        trainer.fit(_Line(), torch.utils.data.DataLoader(torch.ones(10, 2), batch_size=1))
+    assert record.read_text().split() == ["requeue", "77"]
+    (entry,) = requeue.history
+    assert entry["signal"] == "SIGURG" and entry["ranks"] == [0] and entry["step"] == 3
+    assert entry["signalled_at"] <= entry["saved_at"]
+    saved = torch.load(tmp_path / "requeue.ckpt", weights_only=False)
+    assert saved["global_step"] == 3
