@@ -6,9 +6,11 @@ accepted silently (issue 18, findings 3, 4, 7 and the pull's side of 9).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import errno
+import gc
 import json
 import os
 import subprocess
@@ -16,17 +18,20 @@ import threading
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 import zarr
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from sdofm import SdofmError
 from sdofm.cli import main
 from sdofm.config import validate_config
 from sdofm.dataset.build import match_times, partitions, pull_windows
-from sdofm.sources.credentials import redact_url
+from sdofm.sources.credentials import redact_library_logs, redact_url
 from sdofm.sources.sdoml import frame_times, parse_tobs, pull_store
 from tests.conftest import ROOT, snakemake_command
 from tests.test_sdoml_resume import CHUNK, _Flaky, serving
@@ -134,6 +139,30 @@ def test_credentials_in_a_url_are_used_but_never_written(guarded, tmp_path):
     assert SECRET not in str(err.value) and USER not in str(err.value)
     assert (tmp_path / "again.partial.zarr" / ".sdofm_pull.json").exists()
     assert _files_holding(tmp_path, SECRET, USER) == []
+
+
+def test_an_unawaited_request_error_logs_no_credentials(caplog):
+    """What leaked in a workflow run: zarr reads chunks concurrently, and when one read fails
+    the others' errors are logged by asyncio ("Task exception was never retrieved") as their
+    repr, the request's headers and so the Authorization from FSSPEC_HTTP included."""
+    url = URL("http://127.0.0.1:1/sdomlv2_small.zarr/2011/171A/0.0.0")
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": f"Basic {TOKEN}"}))
+    info = aiohttp.RequestInfo(url, "GET", headers, url)
+
+    async def read():
+        raise aiohttp.ClientResponseError(info, (), status=503, message="try again")
+
+    async def reads():
+        task = asyncio.ensure_future(read())
+        await asyncio.sleep(0.01)  # failed, never awaited
+        del task
+        gc.collect()
+
+    redact_library_logs()
+    asyncio.run(reads())
+    assert "Task exception was never retrieved" in caplog.text
+    assert "'Authorization': '***'" in caplog.text and "503" in caplog.text
+    assert TOKEN not in caplog.text and SECRET not in caplog.text
 
 
 def test_redact_url_leaves_plain_urls_alone():

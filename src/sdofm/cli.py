@@ -294,6 +294,9 @@ def _log_to_stderr() -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
     sys.stdout.reconfigure(line_buffering=True)
+    from sdofm.sources.credentials import redact_library_logs
+
+    redact_library_logs()  # what the I/O libraries log goes to the same job log
 
 
 def _check_inputs(args: argparse.Namespace) -> None:

@@ -9,13 +9,14 @@ Credentials therefore never belong in the config: fsspec reads them from the env
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from sdofm import SdofmError
 
-__all__ = ["check_sources", "check_storage_options", "redact_url"]
+__all__ = ["check_sources", "check_storage_options", "redact", "redact_library_logs", "redact_url"]
 
 WHERE = (
     "give credentials through the environment instead (FSSPEC_<PROTOCOL>_<OPTION>, e.g. "
@@ -34,6 +35,13 @@ _SECRET_SUFFIXES = ("_key", "_sas")
 _PUBLIC_TOKENS = {"anon", "anonymous", "google_default", "cache", "cloud", "browser"}
 # scheme://user[:password]@host: the user-info part of a URL.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# An HTTP (Proxy-)Authorization header as a library's repr quotes it ('Authorization': 'Basic …').
+_AUTH_HEADER = re.compile(
+    r"(?P<name>\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n,)>]+", re.IGNORECASE
+)
+# Loggers that print a failed request's repr, headers included: asyncio reports the errors of
+# concurrent chunk reads nobody awaited ("Task exception was never retrieved").
+_REQUEST_LOGGERS = ("asyncio", "fsspec", "fsspec.http", "aiohttp.client", "aiohttp.internal")
 
 
 def redact_url(text: str) -> str:
@@ -43,6 +51,35 @@ def redact_url(text: str) -> str:
     'cannot open https://***@example.org/sdoml/'
     """
     return _USERINFO.sub(r"\g<scheme>***@", str(text))
+
+
+def redact(text: str) -> str:
+    """``text`` without URL user-info (`redact_url`) or Authorization header values.
+
+    >>> redact("headers={'Authorization': 'Basic aGVsaW86c2VjcmV0'}")
+    "headers={'Authorization': '***'}"
+    """
+    return _AUTH_HEADER.sub(r"\g<name>***", redact_url(text))
+
+
+class _Redacting(logging.Filter):
+    """Log records with their message and traceback passed through `redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def redact_library_logs() -> None:
+    """Redact what the I/O libraries log (`_REQUEST_LOGGERS`): a failed request's repr holds
+    its headers, credentials from the environment (``FSSPEC_HTTP``) among them."""
+    for name in _REQUEST_LOGGERS:
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _Redacting) for f in log.filters):
+            log.addFilter(_Redacting())
 
 
 def _is_secret(name: str, value: Any) -> bool:
