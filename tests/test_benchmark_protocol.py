@@ -112,3 +112,20 @@ def test_intervals_carry_seed_variance_and_differences_are_paired():
     assert scoring.verdict(0.1, 0.3, higher_is_better=True) == "FM better"
     assert scoring.verdict(0.1, 0.3, higher_is_better=False) == "FM worse"
     assert scoring.verdict(None, None, higher_is_better=False) == "undefined"
+
+
+def test_the_suns_of_each_split_are_recorded_and_a_shared_sun_is_not_held_out(tmp_path):
+    """A test split in a later Sun's time is held out whole; one that reaches back into the
+    training Sun is reported as not held out (and real data, without truth, records none)."""
+    import json
+
+    settings = {"seed": 7, "start": "2011-01-01", "end": "2012-01-01", "suns": [["2011-10-28", 9]]}
+    params = tmp_path / "parameters.json"
+    params.write_text(json.dumps({"settings": settings}))
+    suns = pr.split_suns(DAYS, _split(False), params)
+    assert suns == {"train": [7], "val": [7], "test": [9], "held_out": True}
+    settings["suns"] = [["2011-11-15", 9]]  # the test split (28 Oct - 6 Dec) spans both Suns
+    params.write_text(json.dumps({"settings": settings}))
+    assert pr.split_suns(DAYS, _split(False), params)["test"] == [7, 9]
+    assert not pr.split_suns(DAYS, _split(False), params)["held_out"]
+    assert pr.split_suns(DAYS, _split(False), None) is None

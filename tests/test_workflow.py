@@ -129,6 +129,11 @@ def test_task_contract(finished_run, task):
     assert result["arms"]["random_init"]["kind"] == "control"
     assert len(result["protocol"]["seeds"]) >= 3
     assert set(result["differences"]) == set(result["arms"]) - {"fm_head"}
+    # tiny.yaml's test split is another Sun's time (seed 43): every task tests on it, held out
+    suns = {"train": [42], "val": [42], "test": [43], "held_out": True}
+    assert result["extra"]["suns"] == suns, result["extra"].get("suns")
+    html = (finished_run / "results" / task / "report.html").read_text()
+    assert "tested on Sun 43: a Sun <strong>held out whole</strong>" in html
     for name in ("predictions.csv", "samples.nc"):
         path = finished_run / "results" / task / name
         moved = path.rename(path.with_suffix(".bak"))

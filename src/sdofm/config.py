@@ -131,6 +131,12 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
                     f"{block['end']} is not after {section}.start {block['start']}: "
                     "the time range is empty",
                 )
+    synthetic = config.get("synthetic", {})
+    if synthetic.get("suns"):
+        from sdofm.sources.synthetic.model import SyntheticSun
+
+        keys = ("seed", "start", "end", "suns")
+        SyntheticSun(**{k: synthetic[k] for k in keys if k in synthetic}).segments()
     data = config.get("data", {})
     for name in ("val", "test"):
         for i, (a, b) in enumerate(config.get("splits", {}).get(name, [])):

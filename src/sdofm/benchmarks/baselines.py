@@ -224,12 +224,13 @@ def planted_sun(truth: Path):
     of ``regions.csv``: an oracle must read this run's truth, not another generator's.
     """
     from sdofm.sources.synthetic.model import SunModel, SyntheticSun
+    from sdofm.sources.synthetic.sun import read_regions
 
     try:
         model = SunModel(
             SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"])
         )
-        table = pd.read_csv(truth / "regions.csv", parse_dates=["emergence"])
+        table = read_regions(truth / "regions.csv")
         cols = ["latitude_deg", "longitude_deg", "flux_mx", "lifetime_days", "complexity"]
         same = table[cols].shape == model.regions[cols].shape and np.allclose(
             table[cols].to_numpy(float), model.regions[cols].to_numpy(float), rtol=1e-9

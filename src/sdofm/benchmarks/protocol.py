@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "check_pretraining",
     "check_split_buffers",
     "label_subset",
+    "split_suns",
     "test_folds",
 ]
 
@@ -122,6 +124,25 @@ def check_pretraining(
                 f"(pretraining intervals: {_intervals_text(intervals)})"
             )
             raise LeakError(msg)
+
+
+def split_suns(times: np.ndarray, split: np.ndarray, parameters) -> dict[str, Any] | None:
+    """Which synthetic Suns each split's rows show (the generator's ``parameters.json``; None
+    on real data), and whether the test rows are of Suns no training row shows: a whole Sun
+    held out, the strongest guard against leaks through the Sun's own history."""
+    if parameters is None:
+        return None
+    import json
+
+    from sdofm.sources.synthetic.model import SyntheticSun
+
+    sun = SyntheticSun(**json.loads(Path(parameters).read_text())["settings"])
+    out: dict[str, Any] = {
+        s: sorted({int(x) for x in sun.sun_seed(times[split == s])})
+        for s in ("train", "val", "test")
+    }
+    out["held_out"] = not set(out["test"]) & set(out["train"])
+    return out
 
 
 def check_choice_rows(rows: np.ndarray, split: np.ndarray, what: str) -> None:

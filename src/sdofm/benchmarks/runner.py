@@ -266,6 +266,11 @@ def score_groups(task: Task, samples: Samples, groups: list[ArmGroup], out_dir: 
     }
     task.groups = {g.name: g.meta.get("extra", {}) for g in ordered}
     result.extra = task.extra(samples, preds)
+    suns = pr.split_suns(
+        samples.times, samples.split, task.ctx.inputs.truth_file("parameters.json")
+    )
+    if suns:
+        result.extra["suns"] = suns
     if skipped:
         result.extra["not_applicable"] = skipped
     if dropped:  # validation/test rows left out for all arms: a run has no embedding there

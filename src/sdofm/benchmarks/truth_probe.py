@@ -98,8 +98,10 @@ class TruthProbe(Task):
         if path is None:
             msg = "truth_probe needs the synthetic Sun's ground truth (--truth): none on real data"
             raise SdofmError(msg)
+        from sdofm.sources.synthetic.sun import read_regions
+
         ds, p = self.ctx.ds, self.params
-        regions = pd.read_csv(path, parse_dates=["emergence"])
+        regions = read_regions(path)
         y = planted_targets(
             regions,
             ds.time.values,

@@ -27,6 +27,7 @@ __all__ = [
     "headline",
     "runs_table",
     "shortcut_sentence",
+    "suns_sentence",
     "verdict_sentence",
 ]
 
@@ -174,6 +175,23 @@ def budget_table(results_dir: str, runs: list[str], results: dict[str, dict]) ->
             row[task] = entry["headline"]["value"] if entry else None
         rows[run] = row
     return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def suns_sentence(result: dict[str, Any]) -> str:
+    """Which synthetic Suns the task trained and tested on ('' on real data)."""
+    suns = result.get("extra", {}).get("suns")
+    if not suns:
+        return ""
+    name = lambda seeds: ", ".join(f"Sun {s}" for s in seeds) or "none"  # noqa: E731
+    held = (
+        "a Sun **held out whole**: no training row, and no pretraining, saw it"
+        if suns["held_out"]
+        else "a Sun the training rows also show (not held out whole)"
+    )
+    return (
+        f"Synthetic Suns: trained on {name(suns['train'])}, validated on {name(suns['val'])}, "
+        f"tested on {name(suns['test'])}: {held}."
+    )
 
 
 def verdict_sentence(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from sdofm import SdofmError
 from sdofm.sources.sdoml import AIA_CHANNELS
 from sdofm.sources.synthetic import flares as fl
 from sdofm.sources.synthetic.corona import add_loop_temperatures, envelopes
@@ -51,6 +52,34 @@ class SyntheticSun:
     fits_start: str | None = None
     fits_end: str | None = None
     fits_image_size: int = 256
+    # ((start, seed), ...): from each start on, an independent Sun of that seed
+    suns: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "suns", tuple((str(d), int(s)) for d, s in self.suns))
+
+    def segments(self) -> list[tuple[int, pd.Timestamp, pd.Timestamp]]:
+        """(seed, start, end) of each Sun in time order: ``seed``'s from ``start``, then each of
+        ``suns`` until the next one begins (or ``end``). One instrument sees them all."""
+        bounds = [(self.start, self.seed), *self.suns]
+        starts = [pd.Timestamp(d) for d, _ in bounds]
+        seeds = [s for _, s in bounds]
+        ends = [*starts[1:], pd.Timestamp(self.end)]
+        if any(a >= b for a, b in zip(starts, ends, strict=True)):
+            msg = "synthetic.suns: each Sun must start after the one before"
+            msg += f" and before synthetic.end ({self.end}): {[str(t) for t in starts]}"
+            raise SdofmError(msg)
+        if len(set(seeds)) < len(seeds):
+            msg = f"synthetic.suns: the seeds {seeds} repeat: an independent Sun needs its own seed"
+            raise SdofmError(msg)
+        return list(zip(seeds, starts, ends, strict=True))
+
+    def sun_seed(self, times) -> np.ndarray:
+        """The seed of the Sun seen at each of ``times``."""
+        seeds, starts, _ = zip(*self.segments(), strict=True)
+        at = pd.DatetimeIndex(times).as_unit("ns").asi8
+        k = np.searchsorted(pd.DatetimeIndex(starts).as_unit("ns").asi8, at, "right")
+        return np.asarray(seeds)[np.maximum(k - 1, 0)]
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -64,17 +93,23 @@ class SunModel:
 
     def __init__(self, sun: SyntheticSun):
         self.sun = sun
-        rng = np.random.default_rng(sun.seed)
-        start, end = pd.Timestamp(sun.start), pd.Timestamp(sun.end)
-        days = (end - start) / pd.Timedelta(days=1) + 30
-        regions = make_regions(rng, rng.poisson(sun.regions_per_day * days), start, end)
-        self.flares = fl.make_flares(rng, regions, start - pd.Timedelta(days=1), end)
-        # Own streams (as the network's): what came before stays as it was for a seed.
-        self.regions = add_loop_temperatures(regions, np.random.default_rng([sun.seed, 6]))
+        regions, flares, networks = [], [], []
+        segments = sun.segments()
+        for k, (seed, start, end) in enumerate(segments):
+            r, f = _catalogues(sun, seed, start, end, first=k == 0, last=k == len(segments) - 1)
+            offset = sum(map(len, regions))
+            r = r.assign(region_id=r.region_id + offset, noaa_number=r.noaa_number + offset)
+            regions.append(r.assign(sun_seed=seed, sun_start=start, sun_end=end))
+            flares.append(
+                f.assign(region_id=f.region_id + offset, noaa_number=f.noaa_number + offset)
+            )
+            # Its own stream: adding the network left the regions and flares of a seed as they were.
+            networks.append(make_network(np.random.default_rng([seed, 5]), start))
+        self.regions = pd.concat(regions, ignore_index=True)
+        self.flares = pd.concat(flares, ignore_index=True) if len(flares) > 1 else flares[0]
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
-        # Its own stream: adding the network left the regions and flares of a seed as they were.
-        self.network = make_network(np.random.default_rng([sun.seed, 5]), start)
+        self.network = Networks([s for _, s, _ in segments], networks)
         self._disks: dict[tuple[int, float, float], Disk] = {}
         self._hot: dict[pd.Timestamp, float] = {}
         # B0 of every frame in one ephemeris call (evaluated one at a time it costs ~30 ms)
@@ -164,3 +199,39 @@ class SunModel:
         area = 2 * np.pi * sigma_px**2 * np.clip(mu, 0.05, 1.0)  # foreshortened kernel
         ch = CHANNELS[name]
         return ch.quiet * ch.flare_gain * (level * area).sum(axis=1) / size**2
+
+
+def _catalogues(sun, seed, start, end, *, first: bool, last: bool):
+    """(regions, flares) of the Sun of ``seed`` seen from ``start`` to ``end``.
+
+    Its regions emerge from a month before ``start`` (a Sun in progress when it is first seen);
+    its flares peak from a day before the first Sun's start (a history for forecasts), and from
+    the start of a later one. Flares stop 6 h before a following Sun so no decay crosses over.
+    """
+    rng = np.random.default_rng(seed)
+    days = (end - start) / pd.Timedelta(days=1) + 30
+    regions = make_regions(rng, rng.poisson(sun.regions_per_day * days), start, end)
+    since = start - pd.Timedelta(days=1) if first else start
+    until = end if last else end - pd.Timedelta(hours=6)
+    flares = fl.make_flares(rng, regions, since, until)
+    # Own streams (as the network's): what came before stays as it was for a seed.
+    return add_loop_temperatures(regions, np.random.default_rng([seed, 6])), flares
+
+
+class Networks:
+    """The quiet-Sun network of each Sun, each seen from its start (`network.Network`)."""
+
+    def __init__(self, starts: list[pd.Timestamp], networks: list):
+        self._starts, self._networks = pd.DatetimeIndex(starts).as_unit("ns").asi8, networks
+
+    def at(self, t: pd.Timestamp):
+        k = np.searchsorted(self._starts, pd.Timestamp(t).as_unit("ns").value, "right")
+        return self._networks[max(k - 1, 0)]
+
+    def maps(self, t: pd.Timestamp, disk: Disk) -> tuple[np.ndarray, np.ndarray]:
+        return self.at(t).maps(t, disk)
+
+    def to_dict(self) -> dict | list[dict]:
+        """The patches (ground truth): one Sun's, or a list with one entry per Sun."""
+        out = [n.to_dict() for n in self._networks]
+        return out[0] if len(out) == 1 else out

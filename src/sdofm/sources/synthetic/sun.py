@@ -13,6 +13,7 @@ __all__ = [
     "b0_angle",
     "make_regions",
     "radial_field",
+    "read_regions",
     "region_states",
     "snodgrass_rate",
 ]
@@ -109,11 +110,20 @@ class RegionState:
 
 
 def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
-    """Positions (Snodgrass rotation) and fluxes of the living regions at time ``t``."""
+    """Positions (Snodgrass rotation) and fluxes of the living regions at time ``t``: those of
+    the Sun seen at ``t`` (``sun_start`` <= t < ``sun_end``) where the table has several."""
     # numpy, not pandas arithmetic: this runs several times a frame
-    since = np.datetime64(pd.Timestamp(t).as_unit("ns")) - regions["emergence"].to_numpy("M8[ns]")
+    now = np.datetime64(pd.Timestamp(t).as_unit("ns"))
+    since = now - regions["emergence"].to_numpy("M8[ns]")
     age = since.astype(np.int64) / 1e9 / 86400.0  # as Series.dt.total_seconds() / 86400
     g = growth(age, regions["lifetime_days"].to_numpy())
+    if "sun_end" in regions:
+        g = np.where(
+            (regions["sun_start"].to_numpy("M8[ns]") <= now)
+            & (now < regions["sun_end"].to_numpy("M8[ns]")),
+            g,
+            0.0,
+        )
     alive = np.flatnonzero(g > 1e-3)
 
     def column(name: str) -> np.ndarray:
@@ -133,6 +143,15 @@ def region_states(regions: pd.DataFrame, t: pd.Timestamp) -> RegionState:
         complexity=column("complexity"),
         age=age[alive],
     )
+
+
+def read_regions(path) -> pd.DataFrame:
+    """The region catalogue ``regions.csv`` of a synthetic Sun's ground truth, times parsed."""
+    table = pd.read_csv(path)
+    for col in ("emergence", "sun_start", "sun_end"):
+        if col in table:
+            table[col] = pd.to_datetime(table[col])
+    return table
 
 
 class Disk:
