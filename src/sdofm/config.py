@@ -132,7 +132,7 @@ def _check_ranges(config: Mapping[str, Any]) -> None:
                     "the time range is empty",
                 )
     synthetic = config.get("synthetic", {})
-    if synthetic.get("suns"):
+    if synthetic.get("suns") and config.get("sources", {}).get("sdoml") == "synthetic":
         from sdofm.sources.synthetic.model import SyntheticSun
 
         keys = ("seed", "start", "end", "suns")
