@@ -187,12 +187,15 @@ def test_disk_features_by_hand():
 
 
 def test_image_features_beat_climatology(run):
-    """The synthetic F10.7 is driven by the unsigned flux: the classical ridge must track it."""
+    """The synthetic F10.7 is driven by the unsigned flux: the classical ridge must track it,
+    on the tiny config's held-out Sun too (22 test days of a Sun its 46 training days never
+    showed: r about 0.48, where the oracle reaches 0.91), with an interval that excludes 0."""
     arms = run["result"]["arms"]
     assert (
         arms["paper"]["metrics"]["rmse"]["value"] < arms["climatology"]["metrics"]["rmse"]["value"]
     )
-    assert arms["paper"]["metrics"]["pearson_r"]["value"] > 0.5
+    r = arms["paper"]["metrics"]["pearson_r"]
+    assert r["value"] > 0.3 and r["ci"][0] > 0, r
 
 
 @pytest.mark.parametrize(
