@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -227,9 +226,7 @@ def planted_sun(truth: Path):
     from sdofm.sources.synthetic.sun import read_regions
 
     try:
-        model = SunModel(
-            SyntheticSun(**json.loads((truth / "parameters.json").read_text())["settings"])
-        )
+        model = SunModel(SyntheticSun.from_parameters(truth / "parameters.json"))
         table = read_regions(truth / "regions.csv")
         cols = ["latitude_deg", "longitude_deg", "flux_mx", "lifetime_days", "complexity"]
         same = table[cols].shape == model.regions[cols].shape and np.allclose(

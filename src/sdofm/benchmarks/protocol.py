@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,11 +131,9 @@ def split_suns(times: np.ndarray, split: np.ndarray, parameters) -> dict[str, An
     held out, the strongest guard against leaks through the Sun's own history."""
     if parameters is None:
         return None
-    import json
-
     from sdofm.sources.synthetic.model import SyntheticSun
 
-    sun = SyntheticSun(**json.loads(Path(parameters).read_text())["settings"])
+    sun = SyntheticSun.from_parameters(parameters)
     out: dict[str, Any] = {
         s: sorted({int(x) for x in sun.sun_seed(times[split == s])})
         for s in ("train", "val", "test")

@@ -7,7 +7,9 @@ F10.7 are made of.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,12 +76,21 @@ class SyntheticSun:
             raise SdofmError(msg)
         return list(zip(seeds, starts, ends, strict=True))
 
+    @classmethod
+    def from_parameters(cls, path) -> SyntheticSun:
+        """The settings a generated Sun recorded in its ground truth's ``parameters.json``."""
+        return cls(**json.loads(Path(path).read_text())["settings"])
+
+    def sun_index(self, times) -> np.ndarray:
+        """The position in `segments` of the Sun seen at each of ``times``."""
+        starts = pd.DatetimeIndex([start for _, start, _ in self.segments()]).as_unit("ns")
+        at = pd.DatetimeIndex(times).as_unit("ns").asi8
+        return np.maximum(np.searchsorted(starts.asi8, at, "right") - 1, 0)
+
     def sun_seed(self, times) -> np.ndarray:
         """The seed of the Sun seen at each of ``times``."""
-        seeds, starts, _ = zip(*self.segments(), strict=True)
-        at = pd.DatetimeIndex(times).as_unit("ns").asi8
-        k = np.searchsorted(pd.DatetimeIndex(starts).as_unit("ns").asi8, at, "right")
-        return np.asarray(seeds)[np.maximum(k - 1, 0)]
+        seeds = np.asarray([seed for seed, _, _ in self.segments()])
+        return seeds[self.sun_index(times)]
 
     @property
     def times(self) -> pd.DatetimeIndex:
@@ -109,7 +120,7 @@ class SunModel:
         self.flares = pd.concat(flares, ignore_index=True) if len(flares) > 1 else flares[0]
         self.flare_set = fl.FlareSet(self.flares)
         self.degradation = DegradationTable()
-        self.network = Networks([s for _, s, _ in segments], networks)
+        self.network = Networks(sun, networks)
         self._disks: dict[tuple[int, float, float], Disk] = {}
         self._hot: dict[pd.Timestamp, float] = {}
         # B0 of every frame in one ephemeris call (evaluated one at a time it costs ~30 ms)
@@ -219,17 +230,14 @@ def _catalogues(sun, seed, start, end, *, first: bool, last: bool):
 
 
 class Networks:
-    """The quiet-Sun network of each Sun, each seen from its start (`network.Network`)."""
+    """The quiet-Sun network of each Sun (`network.Network`, one per `SyntheticSun.segments`)."""
 
-    def __init__(self, starts: list[pd.Timestamp], networks: list):
-        self._starts, self._networks = pd.DatetimeIndex(starts).as_unit("ns").asi8, networks
-
-    def at(self, t: pd.Timestamp):
-        k = np.searchsorted(self._starts, pd.Timestamp(t).as_unit("ns").value, "right")
-        return self._networks[max(k - 1, 0)]
+    def __init__(self, sun: SyntheticSun, networks: list):
+        self._sun, self._networks = sun, networks
 
     def maps(self, t: pd.Timestamp, disk: Disk) -> tuple[np.ndarray, np.ndarray]:
-        return self.at(t).maps(t, disk)
+        network = self._networks[self._sun.sun_index([t])[0]]
+        return network.maps(t, disk)
 
     def to_dict(self) -> dict | list[dict]:
         """The patches (ground truth): one Sun's, or a list with one entry per Sun."""
