@@ -11,10 +11,15 @@ import torch
 from sklearn.metrics import r2_score
 
 from sdofm import SdofmError
-from sdofm.benchmarks.baselines import ridge_arm
+from sdofm.benchmarks.baselines import attentive_arm, ridge_arm
 from sdofm.benchmarks.metrics import angular_error, mean_r2, on_column, r2
 from sdofm.benchmarks.runner import Fit, TaskInputs, run_task
-from sdofm.benchmarks.truth_probe import TruthProbe, flares_in_progress, planted_targets
+from sdofm.benchmarks.truth_probe import (
+    TruthProbe,
+    flares_in_progress,
+    patch_statistics,
+    planted_targets,
+)
 from sdofm.config import check_task, runnable_tasks
 from sdofm.training.kept import KEPT_DIR, kept_checkpoints, kept_steps
 from tests.conftest import run_tiny_task
@@ -110,6 +115,35 @@ def test_a_probe_recovers_a_planted_variable_and_not_from_noise():
     assert _probe_r2(noise, y, train, val, test) < 0.1
 
 
+def test_patch_statistics_are_each_patchs_and_need_a_tiling():
+    images = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).reshape(2, 3, 4, 6)
+    stats = patch_statistics(images, (2, 3))
+    assert stats.shape == (2, 12, 2, 3)
+    patch = images[1, 2, 2:4, 4:6]  # sample 1, channel 2, patch row 1, column 2
+    expected = [float(v) for v in (patch.mean(), patch.std(), patch.max(), patch.min())]
+    assert [float(stats[1, 2 + 3 * k, 1, 2]) for k in range(4)] == pytest.approx(expected)
+    with pytest.raises(SdofmError, match="do not tile into a 3x3 token grid"):
+        patch_statistics(images, (3, 3))
+
+
+def test_the_attentive_probe_locates_a_token_that_pooling_cannot():
+    """One bright token at a random place on an 8x8 grid of noise: the attentive probe says
+    where it is (R² > 0.9 on held-out rows); a ridge on the mean token cannot (R² < 0.1)."""
+    rng = np.random.default_rng(3)
+    n, d, g = 500, 16, 8
+    grid = rng.normal(size=(n, d, g, g)).astype(np.float32)
+    where = rng.integers(0, g, size=(n, 2))
+    grid[np.arange(n), 0, where[:, 0], where[:, 1]] += 6.0
+    y = where.astype(float)
+    rows = np.arange(n)
+    train, val, test = rows[:300], rows[300:380], rows[380:]
+    f = Fit({"train": train, "val": val}, y, 0, torch.device("cpu"), {"lr": 3e-3})
+    torch.manual_seed(0)  # as the runner seeds every arm (any of 16 seeds passes)
+    probe = attentive_arm(torch.from_numpy(grid), epochs=150, patience=20)(f)
+    assert mean_r2([0, 1])(y[test], probe(test)) > 0.9
+    assert _probe_r2(grid.mean(axis=(2, 3)), y, train, val, test) < 0.1
+
+
 def test_kept_steps_are_evenly_spaced_from_the_start():
     assert kept_steps(3, 300) == [0, 100, 200]
     assert kept_steps(0, 300) == []
@@ -174,6 +208,15 @@ def test_truth_probe_runs_every_arm_on_the_tiny_sun(task_inputs, tiny_config, tm
     assert [c["step"] for c in steps["curve"]] == [s for s, _ in kept] + [final]
     assert steps["curve"][-1]["mean_r2"]["value"] == arms["fm_head"]["metrics"]["mean_r2"]["value"]
     assert result["extra"]["flare_location"]["scored"].startswith(("yes", "no"))
+    tokens = result["extra"]["token_probe"]
+    assert tokens["scored"] == "yes" and tokens["grid"] == "4x4"  # 32 px, patch 8
+    assert set(tokens["arms"]) == {"fm_head", "random_init", "patch_stats"}
+    assert len(tokens["arms"]["fm_head"]["mean_r2"]["per_seed"]) == len(
+        tiny_config["protocol"]["seeds"]
+    )
+    assert set(tokens["differences"]) == {"random_init", "patch_stats"}
+    for d in tokens["differences"].values():
+        assert d["mean_r2"]["verdict"] in ("FM better", "FM worse", "not distinguishable")
 
 
 @pytest.mark.parametrize("outputs", [0, 1, 5])

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,11 @@ from sklearn.linear_model import Ridge
 
 from sdofm import SdofmError
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
+    "attentive_arm",
     "channel_statistics",
     "climatology_arm",
     "cnn_arm",
@@ -140,6 +145,22 @@ def cnn_arm(images, *, width: int, epochs: int, patience: int, log: bool = False
         data = [(images[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
         net = fit(net, *data, **f.kwargs(epochs=epochs, batch_size=32, patience=patience))
         return lambda rows: scale.inverse(predict(net, images[rows], device=f.device))
+
+    return train
+
+
+def attentive_arm(grid: torch.Tensor, *, epochs: int, patience: int):
+    """An arm's ``train``: an `AttentiveProbe` on a frozen token grid ``grid`` (T, D, gh, gw),
+    a tensor, to the targets standardised with the training rows."""
+    from sdofm.benchmarks.heads import AttentiveProbe, TargetScaler, fit, predict
+
+    def train(f):
+        scale = TargetScaler(f.y[f.rows["train"]])
+        probe = AttentiveProbe(grid[f.rows["train"]], f.y.shape[1])
+        data = [(grid[r], scale(f.y[r])) for r in (f.rows["train"], f.rows["val"])]
+        kw = f.kwargs(epochs=epochs, batch_size=32, patience=patience, weight_decay=1e-2)
+        probe = fit(probe, *data, **kw)
+        return lambda rows: scale.inverse(predict(probe, grid[rows], device=f.device))
 
     return train
 

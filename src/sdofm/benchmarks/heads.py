@@ -5,7 +5,9 @@
 - `predict`: batched inference on the device, numpy out.
 - `make_head`: a linear or MLP head, with the training rows' standardisation built in.
 - `BackboneHead`: backbone + head in one module, frozen or fine-tuned, on the pooled embedding
-  or on the token grid; `TokenDecoder`: a head from the token grid to a full-resolution image.
+  or on the token grid; `frozen_tokens`: a frozen backbone's token grid of every image;
+  `TokenDecoder`: a head from the token grid to a full-resolution image;
+  `AttentiveProbe`: a probe from the token grid that can pick out and locate single tokens.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from torch import nn
 from sdofm import SdofmError
 
 __all__ = [
+    "AttentiveProbe",
     "BackboneHead",
     "Standardise",
     "TargetScaler",
     "TokenDecoder",
     "balanced_bce",
     "fit",
+    "frozen_tokens",
     "make_head",
     "pooled",
     "predict",
@@ -104,6 +108,40 @@ class BackboneHead(nn.Module):
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
             z = pooled(self.net, x) if self.pool == "embedding" else self.net.tokens(x)
         return self.head(z, *extra)
+
+
+def frozen_tokens(net: nn.Module, images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """The token grid (N, D, gh, gw) of a frozen backbone ``net`` on ``images`` (N, C, H, W)."""
+    head = BackboneHead(net, nn.Identity(), pool="tokens", finetune=False)
+    return torch.tensor(predict(head, images, device=device, batch_size=64), dtype=torch.float32)
+
+
+class AttentiveProbe(nn.Module):
+    """Token grid (B, D, gh, gw) -> (B, n_out): ``heads`` learned softmax poolings over the
+    tokens and the mean token, into one linear layer.
+
+    Each pooling's weights come from a linear score of every token, and a token's pooled value
+    carries its grid position (y, x in [-1, 1]), so the probe can find the token that holds
+    something (the largest region) and say where it is; a linear probe on pooled features
+    cannot. Standardised per feature with the training rows' statistics, ``train``.
+    """
+
+    def __init__(self, train: torch.Tensor, n_out: int, *, heads: int = 4):
+        super().__init__()
+        d, gh, gw = train.shape[1:]
+        self.norm = standardiser(train, dims=(0, 2, 3))
+        y, x = torch.meshgrid(torch.linspace(-1, 1, gh), torch.linspace(-1, 1, gw), indexing="ij")
+        self.register_buffer("coords", torch.stack([y.flatten(), x.flatten()], dim=1))
+        self.score = nn.Linear(d, heads)
+        nn.init.zeros_(self.score.weight)  # uniform weights at first: no token favoured by chance
+        self.out = nn.Sequential(nn.Dropout(0.1), nn.Linear(heads * (d + 2) + d, n_out))
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        z = self.norm(grid).flatten(2).transpose(1, 2)  # (B, L, D)
+        weights = self.score(z).softmax(dim=1)  # (B, L, heads)
+        values = torch.cat([z, self.coords.expand(len(z), -1, -1)], dim=2)
+        pools = torch.einsum("blh,bld->bhd", weights, values).flatten(1)
+        return self.out(torch.cat([pools, z.mean(dim=1)], dim=1))
 
 
 class TokenDecoder(nn.Module):

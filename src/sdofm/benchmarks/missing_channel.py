@@ -32,7 +32,7 @@ import xarray as xr
 from sdofm import SdofmError
 from sdofm.benchmarks.baseline_nets import UNet
 from sdofm.benchmarks.baselines import planted_sun
-from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, predict
+from sdofm.benchmarks.heads import BackboneHead, TokenDecoder, fit, frozen_tokens, predict
 from sdofm.benchmarks.metrics import Metric, pixel_correlation, ppe, row_rmse
 from sdofm.benchmarks.metrics import relative_flux_difference as flux_error
 from sdofm.benchmarks.runner import Arm, Samples, Task
@@ -169,9 +169,7 @@ class MissingChannel(Task):
 
         def train(f):
             if backbone.name not in self.tokens:  # frozen tokens, computed once per backbone
-                net = BackboneHead(backbone.net, torch.nn.Identity(), pool="tokens", finetune=False)
-                tok = predict(net, self.z_fm, device=self.ctx.device, batch_size=64)
-                self.tokens[backbone.name] = torch.tensor(tok, dtype=torch.float32)
+                self.tokens[backbone.name] = frozen_tokens(backbone.net, self.z_fm, self.ctx.device)
             tokens = self.tokens[backbone.name]
             width, chans = p["head_width"], len(self.others) if skip else 0
             patch = self.mask.shape[0] // tokens.shape[-1]

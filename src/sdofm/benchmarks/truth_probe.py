@@ -15,9 +15,12 @@ Metrics: R² per continuous target, their mean (headline), and the δ flag's ROC
 ``extra``: the definitions; and per named run (`group_extra`, in the run's arm job, where its
 backbone is loaded; the first run's at the top, every run's under ``per_run``) the probe at
 every checkpoint kept during pretraining (headline with its interval against the step;
-`sdofm.training.kept` refuses files from another run), and flare location (lat/lon of a
-front-side flare in progress at the frame), a separate subset scored by the mean great-circle
-error of ridge probes when every split has enough such rows.
+`sdofm.training.kept` refuses files from another run); a spatial readout, the same targets from
+an `AttentiveProbe` on the token grid of the pretrained and the random-init backbone and on
+per-patch statistics of the images on the same grid (the pooled embedding's ridge cannot say
+where the largest region is); and flare location (lat/lon of a front-side flare in progress at
+the frame), a separate subset scored by the mean great-circle error of ridge probes when every
+split has enough such rows.
 """
 
 from __future__ import annotations
@@ -32,12 +35,12 @@ import torch
 from sdofm import SdofmError
 from sdofm.benchmarks import scoring
 from sdofm.benchmarks.arm_groups import BASELINES
-from sdofm.benchmarks.baselines import climatology_arm, cnn_arm, ridge_arm
+from sdofm.benchmarks.baselines import attentive_arm, climatology_arm, cnn_arm, ridge_arm
 from sdofm.benchmarks.inputs import Backbone
 from sdofm.benchmarks.metrics import Metric, mean_r2, on_column, r2, roc_auc
 from sdofm.benchmarks.runner import Arm, Samples, Task, arm_predictions, log
 
-__all__ = ["TruthProbe", "planted_targets"]
+__all__ = ["TruthProbe", "patch_statistics", "planted_targets"]
 
 TARGETS = ["n_visible", "log10_flux_max", "lat_max_deg", "lon_max_deg", "delta"]
 PERCENTILES = (1, 10, 50, 90, 99)
@@ -57,6 +60,18 @@ def planted_targets(regions: pd.DataFrame, times, *, min_flux: float, delta: int
         out[i] = [seen.sum(), np.log10(s.flux[k]), s.lat[k], s.lon[k], 0.0]
         out[i, 4] = float((s.complexity[seen] >= delta).any())
     return out
+
+
+def patch_statistics(images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Each channel's mean, std, max and min over the patches of a ``grid`` (gh, gw) tiling:
+    (N, C, H, W) -> (N, 4C, gh, gw), the pixel statistics on a backbone's token grid."""
+    n, c, h, w = images.shape
+    gh, gw = grid
+    if h % gh or w % gw:
+        msg = f"images of {h}x{w} px do not tile into a {gh}x{gw} token grid"
+        raise SdofmError(msg)
+    x = images.reshape(n, c, gh, h // gh, gw, w // gw).permute(0, 1, 2, 4, 3, 5).flatten(4)
+    return torch.cat([x.mean(-1), x.std(-1), x.amax(-1), x.amin(-1)], dim=1)
 
 
 def flares_in_progress(flares: pd.DataFrame, times) -> np.ndarray:
@@ -180,8 +195,33 @@ class TruthProbe(Task):
             return {}
         return {
             "pretraining_steps": self._steps(samples, preds),
+            "token_probe": self._token_probe(samples),
             "flare_location": self._flare_location(samples),
         }
+
+    def _token_probe(self, samples: Samples) -> dict[str, Any]:
+        """The attentive probe on each representation's token grid: headline and targets with
+        intervals, and the pretrained grid minus the others with verdicts (same resamples)."""
+        from sdofm.benchmarks.heads import frozen_tokens
+
+        if self.ctx.hp.get("frames", 1) > 1:
+            return {"scored": "no: the backbone's tokens span several frames"}
+        x, p = torch.from_numpy(self.images[1]), self.params
+        backbones = {"fm_head": self.ctx.pretrained, "random_init": self.ctx.random_init}
+        grids = {n: frozen_tokens(b.net, x, self.ctx.device) for n, b in backbones.items()}
+        grids["patch_stats"] = patch_statistics(x, tuple(grids["fm_head"].shape[-2:]))
+        preds = {}
+        for name, grid in grids.items():
+            probe = attentive_arm(
+                grid, epochs=p["token_probe_epochs"], patience=p["token_probe_patience"]
+            )
+            arm = Arm("fm", f"attentive probe on the {name} token grid", probe)
+            preds[name] = arm_predictions(self, f"{name} token probe", arm, samples)
+        proto = self.ctx.protocol
+        group = scoring.score(self, samples, preds, proto)["groups"]["all"]
+        arms, diffs = scoring.estimates(self, group, proto.level)
+        grid = "x".join(map(str, grids["fm_head"].shape[-2:]))
+        return {"scored": "yes", "grid": grid, "arms": arms, "differences": diffs}
 
     def _steps(self, samples: Samples, preds) -> dict[str, Any]:
         """The probe's headline at every kept checkpoint and at the end (the FM head)."""
