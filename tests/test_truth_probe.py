@@ -138,7 +138,7 @@ def test_the_attentive_probe_locates_a_token_that_pooling_cannot():
     rows = np.arange(n)
     train, val, test = rows[:300], rows[300:380], rows[380:]
     f = Fit({"train": train, "val": val}, y, 0, torch.device("cpu"), {"lr": 3e-3})
-    torch.manual_seed(0)  # as the runner seeds every arm (any of 16 seeds passes)
+    torch.manual_seed(0)  # as the runner seeds every arm (seeds 0-7 all reach R² >= 0.97)
     probe = attentive_arm(torch.from_numpy(grid), epochs=150, patience=20)(f)
     assert mean_r2([0, 1])(y[test], probe(test)) > 0.9
     assert _probe_r2(grid.mean(axis=(2, 3)), y, train, val, test) < 0.1
